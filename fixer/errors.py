@@ -12,6 +12,10 @@ class DfixError(Exception):
     """A failure the user can act on."""
 
 
+class InputError(DfixError):
+    """A file that cannot be read as a Dockerfile (binary, empty, not UTF-8)."""
+
+
 class ParseError(DfixError):
     """A Dockerfile could not be read or parsed."""
 
