@@ -1,0 +1,328 @@
+"""The dfix command line: the only place that chooses exit codes."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import sys
+import traceback
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from fixer import files
+from fixer.config import Config, config_for
+from fixer.diff import unified_diff
+from fixer.edits import Settings
+from fixer.engine import FileChange, FileResult, Selection, fix_text
+from fixer.errors import DfixError, InputError, ParseError
+from fixer.report import Reporter, print_text
+from transforms import ALL, by_name
+
+logger = logging.getLogger(__name__)
+
+EXIT_CLEAN = 0
+EXIT_FIXES = 1
+EXIT_ERROR = 2
+EXIT_BUG = 3
+SUBCOMMANDS = ("fix", "rules", "explain", "pr", "bot")
+KNOWN_NAMES = frozenset(transform.NAME for transform in ALL)
+
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Rewrite Dockerfiles to follow container security and size practice.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@dataclass
+class Run:
+    """One invocation's choices, shared by the fix, pr and bot commands."""
+
+    mode: str
+    select: frozenset[str]
+    ignore: frozenset[str]
+    safe_only: bool
+    reporter: Reporter
+    changes: list[FileChange] = field(default_factory=list)
+    pending: bool = False
+    failed: bool = False
+
+
+def main() -> None:
+    """Entry point: ``dfix PATH...`` means ``dfix fix PATH...``."""
+    arguments = sys.argv[1:]
+    if not arguments or arguments[0] not in SUBCOMMANDS + ("-h", "--help"):
+        arguments = ["fix", *arguments]
+    try:
+        app(arguments, prog_name="dfix")
+    except SystemExit:
+        raise
+    except Exception:  # noqa: BLE001 - the last line of defence prints a report
+        traceback.print_exc()
+        sys.stderr.write(
+            "dfix: internal error; please report it with the traceback above "
+            "and the file that caused it\n"
+        )
+        sys.exit(EXIT_BUG)
+
+
+@app.command("fix")
+def fix_command(
+    paths: Annotated[list[str] | None, typer.Argument(
+        help="Files or folders to fix; '-' reads stdin. Default: '.'")] = None,
+    diff: Annotated[bool, typer.Option(
+        "--diff", help="Print unified diffs of pending fixes (the default).")] = False,
+    write: Annotated[bool, typer.Option(
+        "--write", "-w", help="Rewrite files in place.")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Exit 1 when any fix is pending; print no diff.")] = False,
+    select: Annotated[list[str] | None, typer.Option(
+        "--select", help="Run only these transforms (repeat or comma-separate).")
+    ] = None,
+    ignore: Annotated[list[str] | None, typer.Option(
+        "--ignore", help="Do not run these transforms.")] = None,
+    safe: Annotated[bool, typer.Option(
+        "--safe", help="Apply only fixes that cannot change what the image does.")
+    ] = False,
+    output_format: Annotated[Format, typer.Option(
+        "--format", help="Report as text on stderr or as JSON on stdout.")
+    ] = Format.text,
+    commit: Annotated[bool, typer.Option(
+        "--commit", help="With --write: commit the fixed files on a branch.")] = False,
+    branch: Annotated[str, typer.Option(
+        "--branch", help="Branch for --commit.")] = "dfix/fixes",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")
+    ] = False,
+) -> None:
+    """Fix Dockerfiles: show diffs (default), write them, or check for CI."""
+    _set_up_logging(verbose)
+    if sum((diff, write, check)) > 1:
+        _usage("choose one of --diff, --write and --check")
+    if commit and not write:
+        _usage("--commit needs --write")
+    mode = "write" if write else "check" if check else "diff"
+    targets = paths or ["."]
+    run = _make_run(mode, select, ignore, safe, output_format)
+    if targets == ["-"]:
+        raise typer.Exit(_fix_stdin(run))
+    if "-" in targets:
+        _usage("'-' (stdin) cannot be combined with other paths")
+    if commit:
+        _check_clean_for_commit(targets, run)
+    _fix_paths(targets, run)
+    if commit and run.changes and not run.failed:
+        _commit(run, branch)
+    run.reporter.finish()
+    raise typer.Exit(_exit_code(run))
+
+
+@app.command("rules")
+def rules_command() -> None:
+    """List the transforms, their safety and summary, in the order they run."""
+    width = max(len(transform.NAME) for transform in ALL)
+    lines = []
+    for transform in ALL:
+        summary = (transform.__doc__ or "").strip().splitlines()[0]
+        safety = "review" if transform.SAFETY.value == "review" else "safe"
+        opt_in = " (opt-in)" if getattr(transform, "OPT_IN", False) else ""
+        lines.append(f"{transform.NAME:<{width}}  {safety:<6}  {summary}{opt_in}\n")
+    print_text("".join(lines))
+
+
+@app.command("explain")
+def explain_command(
+    name: Annotated[str, typer.Argument(help="A transform name from 'dfix rules'.")],
+) -> None:
+    """Print a transform's documentation."""
+    transform = by_name(name)
+    if transform is None:
+        _usage(f"unknown transform '{name}'; 'dfix rules' lists them")
+        return
+    print_text(f"{transform.NAME}\n\n{(transform.__doc__ or '').strip()}\n")
+
+
+def _make_run(
+    mode: str,
+    select: list[str] | None,
+    ignore: list[str] | None,
+    safe: bool,
+    output_format: Format,
+) -> Run:
+    return Run(
+        mode=mode,
+        select=_names(select),
+        ignore=_names(ignore),
+        safe_only=safe,
+        reporter=Reporter(mode="stdin" if mode == "stdin" else mode,
+                          output_format=output_format.value),
+    )
+
+
+def _names(values: list[str] | None) -> frozenset[str]:
+    names = frozenset(
+        name.strip() for value in values or [] for name in value.split(",") if name.strip()
+    )
+    unknown = sorted(names - KNOWN_NAMES)
+    if unknown:
+        _usage(f"unknown transform {', '.join(unknown)}; 'dfix rules' lists them")
+    return names
+
+
+def _selection(run: Run, config: Config) -> Selection:
+    return Selection(
+        select=run.select or config.select,
+        ignore=run.ignore | config.ignore,
+        safe_only=run.safe_only or config.safe_only,
+    )
+
+
+def _fix_stdin(run: Run) -> int:
+    raw = sys.stdin.buffer.read()
+    try:
+        source = files.decode_source(raw, "<stdin>")
+        config = config_for(pathlib.Path.cwd() / "Dockerfile", KNOWN_NAMES)
+        result = fix_text(source.text, "<stdin>", _selection(run, config),
+                          Settings(options=config.options))
+    except DfixError as error:
+        run.reporter.error(str(error))
+        sys.stdout.buffer.write(raw)
+        return EXIT_ERROR
+    run.reporter.mode = "write"
+    run.reporter.file_done(result, "<stdin>", "")
+    sys.stdout.buffer.write(files.encode_source(source, result.fixed))
+    return EXIT_CLEAN
+
+
+def _fix_paths(paths: list[str], run: Run) -> None:
+    targets = list(_targets(paths, run))
+    with run.reporter.progress(len(targets)) as advance:
+        for target in targets:
+            _fix_target(target, run)
+            if advance is not None:
+                advance()
+
+
+def _targets(paths: list[str], run: Run) -> list[files.Target]:
+    found: list[files.Target] = []
+    for name in paths:
+        path = pathlib.Path(name)
+        if path.is_dir():
+            in_folder = [
+                target
+                for target in files.find_targets(path)
+                if not config_for(target.path, KNOWN_NAMES).excludes(target.path)
+            ]
+            if not in_folder:
+                run.reporter.error(f"{name}: no Dockerfiles found in this folder")
+                run.failed = True
+            found.extend(in_folder)
+        elif path.exists() or path.is_symlink():
+            # A file named on the command line is processed whatever its name.
+            found.append(files.Target(path, path.parent))
+        else:
+            run.reporter.error(f"{name}: no such file or directory")
+            run.failed = True
+    return found
+
+
+def _fix_target(target: files.Target, run: Run) -> None:
+    display = str(target.path)
+    try:
+        source = files.read_source(target.path)
+        config = config_for(target.path, KNOWN_NAMES)
+        result = fix_text(source.text, display, _selection(run, config),
+                          Settings(options=config.options))
+    except (InputError, ParseError) as error:
+        run.reporter.file_error(display, _with_path(str(error), display))
+        run.failed = True
+        return
+    except DfixError as error:
+        run.reporter.file_error(display, str(error))
+        run.failed = True
+        return
+    diff = unified_diff(result.original, result.fixed, display)
+    if result.bugs:
+        run.failed = True
+    if result.changed:
+        run.pending = True
+        if run.mode == "write":
+            try:
+                files.write_atomically(target, source, result.fixed)
+            except DfixError as error:
+                run.reporter.file_error(display, str(error))
+                run.failed = True
+                return
+            run.changes.append(_change(target, source, result))
+    run.reporter.file_done(result, display, diff)
+
+
+def _change(target: files.Target, source: files.SourceText,
+            result: FileResult) -> FileChange:
+    return FileChange(
+        path=target.path.resolve(),
+        original=source.raw,
+        fixed=files.encode_source(source, result.fixed),
+        fixes=tuple(result.fixes),
+    )
+
+
+def _with_path(message: str, display: str) -> str:
+    return message if message.startswith(display) else f"{display}: {message}"
+
+
+def _check_clean_for_commit(paths: list[str], run: Run) -> None:
+    from fixer import gitops
+
+    candidates = [target.path for target in _targets(paths, Run(
+        "check", run.select, run.ignore, run.safe_only, Reporter("check")))]
+    try:
+        gitops.check_clean(candidates)
+    except DfixError as error:
+        run.reporter.error(str(error))
+        raise typer.Exit(EXIT_ERROR) from error
+
+
+def _commit(run: Run, branch: str) -> None:
+    from fixer import gitops
+
+    try:
+        result = gitops.commit_changes(run.changes, branch=branch)
+    except DfixError as error:
+        run.reporter.error(str(error))
+        run.failed = True
+        return
+    if result.sha is None:
+        run.reporter.info(f"branch {result.branch} already holds these fixes")
+    else:
+        run.reporter.info(f"committed {len(result.files)} files on {result.branch} "
+                          f"({result.sha[:12]})")
+
+
+def _exit_code(run: Run) -> int:
+    if run.failed:
+        return EXIT_ERROR
+    if run.pending and run.mode in ("check", "diff"):
+        return EXIT_FIXES
+    return EXIT_CLEAN
+
+
+def _usage(message: str) -> None:
+    sys.stderr.write(f"dfix: error: {message}\n")
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _set_up_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="dfix: %(levelname)s: %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
