@@ -219,7 +219,7 @@ def _targets(paths: list[str], run: Run) -> list[files.Target]:
             in_folder = [
                 target
                 for target in files.find_targets(path)
-                if not config_for(target.path, KNOWN_NAMES).excludes(target.path)
+                if not _excluded(target.path, run)
             ]
             if not in_folder:
                 run.reporter.error(f"{name}: no Dockerfiles found in this folder")
@@ -232,6 +232,18 @@ def _targets(paths: list[str], run: Run) -> list[files.Target]:
             run.reporter.error(f"{name}: no such file or directory")
             run.failed = True
     return found
+
+
+def _excluded(path: pathlib.Path, run: Run) -> bool:
+    """Tell whether configuration excludes ``path``; a bad config excludes it.
+
+    The error for a bad configuration file is reported when the file is
+    processed, so it is not reported here.
+    """
+    try:
+        return config_for(path, KNOWN_NAMES).excludes(path)
+    except DfixError:
+        return False
 
 
 def _fix_target(target: files.Target, run: Run) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from fixer.edits import Settings
 from fixer.engine import Selection, fix_text
+from fixer.files import decode_source, encode_source
 from fixer.parse import parse
 from tests.conftest import FIXTURES
 
@@ -33,7 +34,7 @@ def _transform_name(case: pathlib.Path) -> str:
 
 
 def _read(path: pathlib.Path) -> str:
-    return path.read_bytes().decode("utf-8")
+    return decode_source(path.read_bytes(), str(path)).text
 
 
 def _settings(case: pathlib.Path) -> Settings:
@@ -62,6 +63,10 @@ def test_fixture(case: pathlib.Path) -> None:
 
     assert result.bugs == []
     assert result.fixed == expected
+    source_bytes = decode_source(case.read_bytes(), str(case))
+    assert encode_source(source_bytes, result.fixed) == (
+        expected_path if expected_path.exists() else case
+    ).read_bytes()
     assert bool(result.fixes) == expected_path.exists()
     again = fix_text(expected, str(expected_path), selection, settings)
     assert again.fixes == [], "a second run must find nothing"

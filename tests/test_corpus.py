@@ -1,0 +1,184 @@
+"""dfix over every real Dockerfile of the shared corpus, through the CLI.
+
+The corpus is copied to a temporary folder and fixed there with
+``dfix --write``; the copies are compared with the originals, which are
+never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from fixer.errors import ParseError
+from fixer.parse import parse
+from fixer.shell import scripts_of
+from tests.conftest import CORPUS
+
+NEGATIVE_MARKER = "testfiles-negative"
+
+
+@dataclass
+class CorpusRun:
+    originals: dict[str, bytes]
+    fixed: dict[str, bytes]
+    report: dict[str, object]
+    first_exit: int
+    first_stderr: str
+    second_exit: int
+    second_report: dict[str, object]
+
+
+def _dfix(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from fixer.cli import main; main()", *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus_run(
+    corpus: list[pathlib.Path], tmp_path_factory: pytest.TempPathFactory
+) -> CorpusRun:
+    work = tmp_path_factory.mktemp("corpus")
+    originals = {}
+    for path in corpus:
+        relative = path.relative_to(CORPUS).as_posix()
+        copy = work / relative
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+        originals[relative] = path.read_bytes()
+    names = sorted(originals)
+    first = _dfix("--write", "--format", "json", *names_in(work, names))
+    fixed = {name: (work / name).read_bytes() for name in names}
+    second = _dfix("--check", "--format", "json", *names_in(work, names))
+    return CorpusRun(
+        originals=originals,
+        fixed=fixed,
+        report=json.loads(first.stdout),
+        first_exit=first.returncode,
+        first_stderr=first.stderr,
+        second_exit=second.returncode,
+        second_report=json.loads(second.stdout),
+    )
+
+
+def names_in(work: pathlib.Path, names: list[str]) -> list[str]:
+    # Every file is named on the command line, so each is processed
+    # whatever its name, as a user naming files would expect.
+    return [str(work / name) for name in names]
+
+
+def _parses(data: bytes) -> bool:
+    try:
+        parse(data.decode("utf-8").removeprefix("\ufeff"))
+    except (ParseError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def test_no_crash_and_errors_only_for_bad_files(corpus_run: CorpusRun) -> None:
+    assert "Traceback" not in corpus_run.first_stderr
+    assert corpus_run.first_exit in (0, 2)
+    for record in corpus_run.report["files"]:  # type: ignore[union-attr]
+        assert record["bugs"] == [] if "bugs" in record else True, record["path"]
+
+
+def test_every_accepted_file_still_parses(corpus_run: CorpusRun) -> None:
+    for name, original in corpus_run.originals.items():
+        if _parses(original):
+            assert _parses(corpus_run.fixed[name]), name
+
+
+def test_second_run_finds_nothing(corpus_run: CorpusRun) -> None:
+    summary = corpus_run.second_report["summary"]
+    assert summary["fixes"] == 0, [  # type: ignore[index]
+        record["path"]
+        for record in corpus_run.second_report["files"]  # type: ignore[union-attr]
+        if record.get("fixes")
+    ]
+
+
+def test_files_without_fixes_are_byte_identical(corpus_run: CorpusRun) -> None:
+    fixed_paths = {
+        pathlib.Path(record["path"]).as_posix()
+        for record in corpus_run.report["files"]  # type: ignore[union-attr]
+        if record.get("fixes")
+    }
+    unchanged = 0
+    for name, original in corpus_run.originals.items():
+        if not any(path.endswith("/" + name) for path in fixed_paths):
+            assert corpus_run.fixed[name] == original, name
+            unchanged += 1
+    assert unchanged > 0
+
+
+def test_crlf_files_keep_crlf_on_every_line(corpus_run: CorpusRun) -> None:
+    crlf_files = 0
+    for name, original in corpus_run.originals.items():
+        lines = original.split(b"\n")[:-1]
+        if not lines or not all(line.endswith(b"\r") for line in lines):
+            continue
+        crlf_files += 1
+        fixed_lines = corpus_run.fixed[name].split(b"\n")[:-1]
+        assert all(line.endswith(b"\r") for line in fixed_lines), name
+    assert crlf_files > 0
+
+
+def test_negative_parser_tests_give_an_error_and_stay_untouched(
+    corpus_run: CorpusRun,
+) -> None:
+    errors = {
+        pathlib.Path(record["path"]).name: record["error"]
+        for record in corpus_run.report["files"]  # type: ignore[union-attr]
+        if record["status"] == "error" and record["path"]
+    }
+    negatives = [name for name in corpus_run.originals if NEGATIVE_MARKER in name]
+    assert negatives
+    for name in negatives:
+        assert corpus_run.fixed[name] == corpus_run.originals[name]
+        message = errors[pathlib.Path(name).name]
+        assert pathlib.Path(name).name in message
+        assert "\n" not in message
+
+
+def test_changed_shell_bodies_pass_bash_n(corpus_run: CorpusRun) -> None:
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not installed")
+    checked = 0
+    for name, fixed in corpus_run.fixed.items():
+        original = corpus_run.originals[name]
+        if fixed == original:
+            continue
+        before = _shell_bodies(original)
+        for body in _shell_bodies(fixed) - before:
+            checked += 1
+            error = _bash_n(bash, body)
+            if error and not any(_bash_n(bash, old) for old in before):
+                pytest.fail(f"{name}: fixed RUN fails bash -n: {error}\n{body}")
+    assert checked > 0
+
+
+def _shell_bodies(data: bytes) -> set[str]:
+    dockerfile = parse(data.decode("utf-8").removeprefix("\ufeff"))
+    bodies = set()
+    for instruction in dockerfile.instructions:
+        for script in scripts_of(dockerfile, instruction):
+            bodies.add(script.logical.text)
+    return bodies
+
+
+def _bash_n(bash: str, body: str) -> str:
+    result = subprocess.run(
+        [bash, "-n"], input=body, capture_output=True, text=True, check=False
+    )
+    return result.stderr if result.returncode else ""
