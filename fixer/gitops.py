@@ -208,10 +208,20 @@ def run_git(
         raise GitError(
             f"git {command} failed in {repo_root(repo)}",
             ["git", command, *args],
-            str(error.stderr),
+            stderr_of(error),
         ) from error
 
     return output
+
+
+def stderr_of(error: git.GitCommandError) -> str:
+    """Return git's stderr without the framing GitPython adds to it."""
+    text = str(error.stderr)
+    prefix, suffix = "\n  stderr: '", "'"
+    if text.startswith(prefix) and text.endswith(suffix):
+        return text[len(prefix) : -len(suffix)]
+
+    return text
 
 
 def _repo_of(changes: Sequence[FileChange]) -> git.Repo:

@@ -16,8 +16,9 @@ import base64
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from fixer.gitops import (
     find_repo,
     relative_path,
     run_git,
+    stderr_of,
 )
 
 if TYPE_CHECKING:
@@ -93,7 +95,7 @@ class PullRequestResult:
     number: int
     url: str
     created: bool
-    base: str = field(default="")
+    base: str = ""
 
 
 def push_branch(
@@ -124,7 +126,7 @@ def push_branch(
             try:
                 infos = repo.remote(remote).push(refspec, force_with_lease=lease)
             except git.GitCommandError as error:
-                raise _push_error(branch, remote, str(error.stderr), secrets) from error
+                raise _push_error(branch, remote, stderr_of(error), secrets) from error
 
         _check_push(infos, branch, remote, secrets)
         logger.info("pushed %s to %s", branch, remote)
@@ -245,7 +247,7 @@ def scrub_secrets(text: str, secrets: Sequence[str] = ()) -> str:
 
 
 def format_pr_body(
-    changes: Sequence[FileChange], display: _PathNamer | None = None
+    changes: Sequence[FileChange], display: Callable[[Path], str] | None = None
 ) -> str:
     """Return the pull request body: every fix with its file, line and why.
 
@@ -271,9 +273,6 @@ def format_pr_body(
 
     lines.extend(["", "---", "Opened by dfix; running it again updates this PR."])
     return "\n".join(lines) + "\n"
-
-
-_PathNamer = "Callable[[Path], str]"
 
 
 def _open_or_update(
@@ -315,26 +314,32 @@ def _open_pull_from(
     return None
 
 
-class _api_step:  # noqa: N801 - used as a statement: "with _api_step(...)"
+@contextmanager
+def _api_step(step: str, token: str) -> Iterator[None]:
     """Turn a failed API request into PullRequestError naming the step."""
+    logger.debug("GitHub API: %s", step)
+    try:
+        yield
+    except GithubException as error:
+        detail = _github_detail(error)
+        raise PullRequestError(_failed(step, detail, token)) from error
+    except requests.exceptions.RetryError as error:
+        detail = f"the server kept failing ({_retry_reason(error)})"
+        raise PullRequestError(_failed(step, detail, token)) from error
+    except requests.RequestException as error:
+        detail = f"cannot reach the GitHub API ({type(error).__name__})"
+        raise PullRequestError(_failed(step, detail, token)) from error
 
-    def __init__(self, step: str, token: str) -> None:
-        self.step = step
-        self.token = token
 
-    def __enter__(self) -> None:
-        logger.debug("GitHub API: %s", self.step)
+def _retry_reason(error: requests.exceptions.RetryError) -> str:
+    # requests wraps urllib3's MaxRetryError, whose reason reads like "too
+    # many 500 error responses".
+    cause = error.args[0] if error.args else None
+    return str(getattr(cause, "reason", None) or "gave up after retries")
 
-    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
-        if isinstance(error, GithubException):
-            detail = _github_detail(error)
-        elif isinstance(error, requests.RequestException):
-            detail = f"cannot reach the GitHub API ({type(error).__name__})"
-        else:
-            return
 
-        message = scrub_secrets(f"GitHub API failed {self.step}: {detail}", [self.token])
-        raise PullRequestError(message) from error
+def _failed(step: str, detail: str, token: str) -> str:
+    return scrub_secrets(f"GitHub API failed {step}: {detail}", [token])
 
 
 def _github_detail(error: GithubException) -> str:
@@ -359,16 +364,18 @@ def _check_push(
     infos: git.remote.PushInfoList, branch: str, remote: str, secrets: list[str]
 ) -> None:
     failed = [info for info in infos if info.flags & info.ERROR]
-    if infos and not failed:
+    if infos and not failed and infos.error is None:
         return
 
-    summary = "; ".join(info.summary.strip() for info in failed) or "nothing pushed"
+    summary = "; ".join(info.summary.strip() for info in failed)
+    if isinstance(infos.error, git.GitCommandError):
+        summary = summary or stderr_of(infos.error)
     if "stale info" in summary or "fetch first" in summary:
         summary += (
             f" (the remote branch changed since dfix last pushed it; fetch it "
             f"with 'git fetch {remote} {branch}' or choose another --branch)"
         )
-    raise _push_error(branch, remote, summary, secrets)
+    raise _push_error(branch, remote, summary or "nothing was pushed", secrets)
 
 
 def _push_error(branch: str, remote: str, detail: str, secrets: list[str]) -> GitError:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("git daemon did not start listening")
 
 
-@pytest.fixture(autouse=True)
-def git_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def isolate_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Give git a known identity and no user or system configuration."""
     config = tmp_path / "gitconfig"
     config.write_text(
@@ -80,11 +80,9 @@ def git_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """Serve tmp_path/served over git:// on a free loopback port."""
-    base = tmp_path / "served"
-    base.mkdir()
+@contextmanager
+def serve_git(base: Path) -> Iterator[str]:
+    """Serve the bare repositories under base over git:// on 127.0.0.1."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -97,18 +95,16 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     )  # fmt: skip
     try:
         wait_for_port(port, process)
-        yield base, f"git://127.0.0.1:{port}"
+        yield f"git://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-@pytest.fixture
-def work(tmp_path: Path, daemon: tuple[Path, str]) -> Path:
-    """A clone of acme/app.git with Dockerfile, app.py and README committed."""
-    base, url = daemon
+def make_work_repo(tmp_path: Path, base: Path, url: str) -> Path:
+    """Create acme/app.git and a clone of it with three files committed."""
     bare = base / "acme" / "app.git"
-    bare.parent.mkdir()
+    bare.parent.mkdir(parents=True)
     git(tmp_path, "init", "--bare", "--initial-branch=main", str(bare))
     clone = tmp_path / "work"
     git(tmp_path, "clone", "--quiet", f"{url}/acme/app.git", str(clone))
@@ -119,6 +115,26 @@ def work(tmp_path: Path, daemon: tuple[Path, str]) -> Path:
     git(clone, "commit", "--quiet", "-m", "Initial commit")
     git(clone, "push", "--quiet", "origin", "main")
     return clone
+
+
+@pytest.fixture(autouse=True)
+def git_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate_git(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """Bare repositories in tmp_path/served, and the git:// URL serving them."""
+    base = tmp_path / "served"
+    base.mkdir()
+    with serve_git(base) as url:
+        yield base, url
+
+
+@pytest.fixture
+def work(tmp_path: Path, daemon: tuple[Path, str]) -> Path:
+    """A clone of acme/app.git with Dockerfile, app.py and README committed."""
+    return make_work_repo(tmp_path, *daemon)
 
 
 def pip_change(repo: Path, name: str = "Dockerfile") -> FileChange:
