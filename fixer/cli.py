@@ -7,7 +7,7 @@ import pathlib
 import sys
 import traceback
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -38,7 +38,7 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
 
@@ -77,30 +77,53 @@ def main() -> None:
 
 @app.command("fix")
 def fix_command(
-    paths: Annotated[list[str] | None, typer.Argument(
-        help="Files or folders to fix; '-' reads stdin. Default: '.'")] = None,
-    diff: Annotated[bool, typer.Option(
-        "--diff", help="Print unified diffs of pending fixes (the default).")] = False,
-    write: Annotated[bool, typer.Option(
-        "--write", "-w", help="Rewrite files in place.")] = False,
-    check: Annotated[bool, typer.Option(
-        "--check", help="Exit 1 when any fix is pending; print no diff.")] = False,
-    select: Annotated[list[str] | None, typer.Option(
-        "--select", help="Run only these transforms (repeat or comma-separate).")
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Files or folders to fix; '-' reads stdin. Default: '.'"),
     ] = None,
-    ignore: Annotated[list[str] | None, typer.Option(
-        "--ignore", help="Do not run these transforms.")] = None,
-    safe: Annotated[bool, typer.Option(
-        "--safe", help="Apply only fixes that cannot change what the image does.")
+    diff: Annotated[
+        bool,
+        typer.Option(
+            "--diff", help="Print unified diffs of pending fixes (the default)."
+        ),
     ] = False,
-    output_format: Annotated[Format, typer.Option(
-        "--format", help="Report as text on stderr or as JSON on stdout.")
+    write: Annotated[
+        bool, typer.Option("--write", "-w", help="Rewrite files in place.")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Exit 1 when any fix is pending; print no diff."),
+    ] = False,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select", help="Run only these transforms (repeat or comma-separate)."
+        ),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help="Do not run these transforms.")
+    ] = None,
+    safe: Annotated[
+        bool,
+        typer.Option(
+            "--safe", help="Apply only fixes that cannot change what the image does."
+        ),
+    ] = False,
+    output_format: Annotated[
+        Format,
+        typer.Option("--format", help="Report as text on stderr or as JSON on stdout."),
     ] = Format.text,
-    commit: Annotated[bool, typer.Option(
-        "--commit", help="With --write: commit the fixed files on a branch.")] = False,
-    branch: Annotated[str, typer.Option(
-        "--branch", help="Branch for --commit.")] = "dfix/fixes",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")
+    commit: Annotated[
+        bool,
+        typer.Option(
+            "--commit", help="With --write: commit the fixed files on a branch."
+        ),
+    ] = False,
+    branch: Annotated[
+        str, typer.Option("--branch", help="Branch for --commit.")
+    ] = "dfix/fixes",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log details.")
     ] = False,
 ) -> None:
     """Fix Dockerfiles: show diffs (default), write them, or check for CI."""
@@ -162,14 +185,18 @@ def _make_run(
         select=_names(select),
         ignore=_names(ignore),
         safe_only=safe,
-        reporter=Reporter(mode="stdin" if mode == "stdin" else mode,
-                          output_format=output_format.value),
+        reporter=Reporter(
+            mode="stdin" if mode == "stdin" else mode, output_format=output_format.value
+        ),
     )
 
 
 def _names(values: list[str] | None) -> frozenset[str]:
     names = frozenset(
-        name.strip() for value in values or [] for name in value.split(",") if name.strip()
+        name.strip()
+        for value in values or []
+        for name in value.split(",")
+        if name.strip()
     )
     unknown = sorted(names - KNOWN_NAMES)
     if unknown:
@@ -190,8 +217,12 @@ def _fix_stdin(run: Run) -> int:
     try:
         source = files.decode_source(raw, "<stdin>")
         config = config_for(pathlib.Path.cwd() / "Dockerfile", KNOWN_NAMES)
-        result = fix_text(source.text, "<stdin>", _selection(run, config),
-                          Settings(options=config.options))
+        result = fix_text(
+            source.text,
+            "<stdin>",
+            _selection(run, config),
+            Settings(options=config.options),
+        )
     except DfixError as error:
         run.reporter.error(str(error))
         sys.stdout.buffer.write(raw)
@@ -251,8 +282,12 @@ def _fix_target(target: files.Target, run: Run) -> None:
     try:
         source = files.read_source(target.path)
         config = config_for(target.path, KNOWN_NAMES)
-        result = fix_text(source.text, display, _selection(run, config),
-                          Settings(options=config.options))
+        result = fix_text(
+            source.text,
+            display,
+            _selection(run, config),
+            Settings(options=config.options),
+        )
     except (InputError, ParseError) as error:
         run.reporter.file_error(display, _with_path(str(error), display))
         run.failed = True
@@ -277,8 +312,9 @@ def _fix_target(target: files.Target, run: Run) -> None:
     run.reporter.file_done(result, display, diff)
 
 
-def _change(target: files.Target, source: files.SourceText,
-            result: FileResult) -> FileChange:
+def _change(
+    target: files.Target, source: files.SourceText, result: FileResult
+) -> FileChange:
     return FileChange(
         path=target.path.resolve(),
         original=source.raw,
@@ -294,8 +330,13 @@ def _with_path(message: str, display: str) -> str:
 def _check_clean_for_commit(paths: list[str], run: Run) -> None:
     from fixer import gitops
 
-    candidates = [target.path for target in _targets(paths, Run(
-        "check", run.select, run.ignore, run.safe_only, Reporter("check")))]
+    candidates = [
+        target.path
+        for target in _targets(
+            paths,
+            Run("check", run.select, run.ignore, run.safe_only, Reporter("check")),
+        )
+    ]
     try:
         gitops.check_clean(candidates)
     except DfixError as error:
@@ -315,8 +356,10 @@ def _commit(run: Run, branch: str) -> None:
     if result.sha is None:
         run.reporter.info(f"branch {result.branch} already holds these fixes")
     else:
-        run.reporter.info(f"committed {len(result.files)} files on {result.branch} "
-                          f"({result.sha[:12]})")
+        run.reporter.info(
+            f"committed {len(result.files)} files on {result.branch} "
+            f"({result.sha[:12]})"
+        )
 
 
 def _exit_code(run: Run) -> int:

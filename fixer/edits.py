@@ -110,7 +110,9 @@ def replace(start: int, end: int, text: str) -> Edit:
     return Edit(start, end, text)
 
 
-def insert_lines_before(dockerfile: Dockerfile, line: int, lines: Iterable[str]) -> Edit:
+def insert_lines_before(
+    dockerfile: Dockerfile, line: int, lines: Iterable[str]
+) -> Edit:
     """Insert whole lines before ``line`` with the file's own line ending."""
     newline = dockerfile.newline
     text = "".join(f"{content}{newline}" for content in lines)
@@ -119,9 +121,7 @@ def insert_lines_before(dockerfile: Dockerfile, line: int, lines: Iterable[str])
     return insert(dockerfile.line_starts[line], text)
 
 
-def insert_lines_after(
-    dockerfile: Dockerfile, line: int, lines: Iterable[str]
-) -> Edit:
+def insert_lines_after(dockerfile: Dockerfile, line: int, lines: Iterable[str]) -> Edit:
     """Insert whole lines after ``line`` (0-based), keeping line endings."""
     if line + 1 < len(dockerfile.lines):
         return insert_lines_before(dockerfile, line + 1, lines)

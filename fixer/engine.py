@@ -197,7 +197,9 @@ def _original_line(origin: list[int], line: int) -> int:
     return origin[min(line, len(origin) - 1)] + 1
 
 
-def _follow_lines(before: Dockerfile, after: Dockerfile, origin: list[int]) -> list[int]:
+def _follow_lines(
+    before: Dockerfile, after: Dockerfile, origin: list[int]
+) -> list[int]:
     """Carry the map from current to original lines across one change."""
     matcher = difflib.SequenceMatcher(None, before.lines, after.lines, autojunk=False)
     new_origin = [0] * (len(after.lines) + 1)

@@ -27,12 +27,38 @@ DOCKERFILE_NAME_RE = re.compile(
 )
 # Files that share the naming pattern but are not Dockerfiles.
 NOT_DOCKERFILE_SUFFIXES = (
-    ".dockerignore", ".j2", ".jinja", ".jinja2", ".tmpl", ".tpl", ".template",
-    ".md", ".orig", ".rej", ".bak", ".swp", ".sh", ".yml", ".yaml", ".json",
+    ".dockerignore",
+    ".j2",
+    ".jinja",
+    ".jinja2",
+    ".tmpl",
+    ".tpl",
+    ".template",
+    ".md",
+    ".orig",
+    ".rej",
+    ".bak",
+    ".swp",
+    ".sh",
+    ".yml",
+    ".yaml",
+    ".json",
 )
 SKIPPED_DIRECTORIES = frozenset(
-    {".git", ".hg", ".svn", "node_modules", "vendor", "third_party", ".venv",
-     "venv", ".tox", "__pycache__", ".mypy_cache", ".ruff_cache"}
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "node_modules",
+        "vendor",
+        "third_party",
+        ".venv",
+        "venv",
+        ".tox",
+        "__pycache__",
+        ".mypy_cache",
+        ".ruff_cache",
+    }
 )
 
 
@@ -63,7 +89,7 @@ def is_dockerfile_name(name: str) -> bool:
 def find_targets(root: pathlib.Path) -> Iterator[Target]:
     """Yield the Dockerfiles under the folder ``root``, sorted, honouring
     ``.gitignore`` files and skipping VCS, dependency and vendored trees."""
-    ignores: list[tuple[pathlib.Path, pathspec.PathSpec]] = []
+    ignores: list[tuple[pathlib.Path, pathspec.GitIgnoreSpec]] = []
     for folder, subfolders, names in os.walk(root):
         here = pathlib.Path(folder)
         spec = _gitignore(here)
@@ -81,7 +107,7 @@ def find_targets(root: pathlib.Path) -> Iterator[Target]:
                 yield Target(path, root)
 
 
-def _gitignore(folder: pathlib.Path) -> pathspec.PathSpec | None:
+def _gitignore(folder: pathlib.Path) -> pathspec.GitIgnoreSpec | None:
     path = folder / ".gitignore"
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -92,7 +118,7 @@ def _gitignore(folder: pathlib.Path) -> pathspec.PathSpec | None:
 
 def _ignored(
     path: pathlib.Path,
-    ignores: list[tuple[pathlib.Path, pathspec.PathSpec]],
+    ignores: list[tuple[pathlib.Path, pathspec.GitIgnoreSpec]],
     is_dir: bool,
 ) -> bool:
     ignored = False
@@ -157,7 +183,9 @@ def write_atomically(target: Target, source: SourceText, text: str) -> None:
     try:
         status = path.stat()
         if path.read_bytes() != source.raw:
-            raise WriteError(f"{target.path}: changed on disk while dfix ran; not written")
+            raise WriteError(
+                f"{target.path}: changed on disk while dfix ran; not written"
+            )
         handle, temporary = tempfile.mkstemp(
             prefix=f".{path.name}.", suffix=".dfix", dir=path.parent
         )

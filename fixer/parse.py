@@ -77,7 +77,7 @@ class Instruction:
         prefix = f"--{name}="
         for flag in self.flags:
             if flag.startswith(prefix):
-                return flag[len(prefix):]
+                return flag[len(prefix) :]
             if flag == f"--{name}":
                 return ""
         return None
@@ -341,12 +341,20 @@ class Dockerfile:
             line += 1
         for heredoc in command.heredocs:
             body_first = line
-            while line <= last_line and self.line_text(line).lstrip("\t") != heredoc.name:
+            while (
+                line <= last_line and self.line_text(line).lstrip("\t") != heredoc.name
+            ):
                 line += 1
-            body_start = self.line_starts[body_first] if body_first < len(
-                self.lines) else len(self.text)
-            body_end = self.line_starts[line] if line <= last_line else self.line_end(
-                last_line)
+            body_start = (
+                self.line_starts[body_first]
+                if body_first < len(self.lines)
+                else len(self.text)
+            )
+            body_end = (
+                self.line_starts[line]
+                if line <= last_line
+                else self.line_end(last_line)
+            )
             yield Heredoc(heredoc.name, body_start, body_end, heredoc.content)
             line += 1
 
@@ -357,7 +365,9 @@ class Dockerfile:
         source = instructions[0]
         words = list(source.arguments)
         image = words[0] if words else ""
-        name = words[2].lower() if len(words) >= 3 and words[1].upper() == "AS" else None
+        name = (
+            words[2].lower() if len(words) >= 3 and words[1].upper() == "AS" else None
+        )
         image_start, image_end = self._find_word(source, image)
         platform = source.flag("platform")
         return Stage(
@@ -411,13 +421,19 @@ class Dockerfile:
             return []
         if not self.is_posix_shell(instruction):
             return []
-        words = [
-            word
-            for word in instruction.arguments[0].split()
-            if not word.startswith("<<")
-        ] if instruction.arguments else []
-        if words and (words[0].rsplit("/", 1)[-1] not in POSIX_SHELLS
-                      or any(not word.startswith("-") for word in words[1:])):
+        words = (
+            [
+                word
+                for word in instruction.arguments[0].split()
+                if not word.startswith("<<")
+            ]
+            if instruction.arguments
+            else []
+        )
+        if words and (
+            words[0].rsplit("/", 1)[-1] not in POSIX_SHELLS
+            or any(not word.startswith("-") for word in words[1:])
+        ):
             return []
         scripts = []
         for heredoc in instruction.heredocs[:1]:
@@ -490,7 +506,9 @@ def _skip_word(text: str, position: int) -> int:
     return position
 
 
-def _join_continuations(dockerfile: Dockerfile, instruction: Instruction) -> LogicalText:
+def _join_continuations(
+    dockerfile: Dockerfile, instruction: Instruction
+) -> LogicalText:
     """Join an instruction's lines the way BuildKit does, keeping a raw map.
 
     The escape character and line ending of a continued line are dropped,

@@ -62,9 +62,10 @@ class Reporter:
             return
         for fix in result.fixes:
             tags = ("review, " if fix.safety == "review" else "") + self.status
+            status = escape(f"[{tags}]")
             self._line(
                 f"{display}:{fix.line}: [bold]{escape(fix.transform)}[/]: "
-                f"{escape(fix.problem)}; {escape(fix.action)} [dim]{escape(f'[{tags}]')}[/]"
+                f"{escape(fix.problem)}; {escape(fix.action)} [dim]{status}[/]"
             )
         for skip in result.skips:
             self._line(

@@ -153,7 +153,9 @@ def _make_word(
     start = _char(node.start_byte, to_char)
     end = _char(node.end_byte, to_char)
     text = logical.text[start:end]
-    return Word(text, _literal_value(node, text), logical.raw_start(start), logical.raw(end))
+    return Word(
+        text, _literal_value(node, text), logical.raw_start(start), logical.raw(end)
+    )
 
 
 def _literal_value(node: tree_sitter.Node, text: str) -> str | None:
@@ -175,8 +177,14 @@ def _literal_value(node: tree_sitter.Node, text: str) -> str | None:
     if kind == "concatenation":
         parts = []
         for child in node.children:
-            part_text = text[child.start_byte - node.start_byte : child.end_byte - node.start_byte] \
-                if text.isascii() else None
+            part_text = (
+                text[
+                    child.start_byte - node.start_byte : child.end_byte
+                    - node.start_byte
+                ]
+                if text.isascii()
+                else None
+            )
             if part_text is None:
                 return None
             value = _literal_value(child, part_text)
@@ -225,8 +233,10 @@ def scripts_of(dockerfile: Dockerfile, instruction: Instruction) -> list[Script]
     assert isinstance(cache, dict)
     if instruction.index not in cache:
         logical = dockerfile.shell_text(instruction)
-        texts = [logical] if logical is not None else dockerfile.heredoc_scripts(
-            instruction
+        texts = (
+            [logical]
+            if logical is not None
+            else dockerfile.heredoc_scripts(instruction)
         )
         cache[instruction.index] = [read_script(text) for text in texts]
     scripts: list[Script] = cache[instruction.index]

@@ -26,6 +26,8 @@ def corpus_files() -> list[pathlib.Path]:
 def corpus() -> list[pathlib.Path]:
     files = corpus_files()
     if not files:
-        pytest.skip(f"the shared corpus is absent (looked in {CORPUS.name}/ beside "
-                    "the project's parent folder: ../shared/corpus)")
+        pytest.skip(
+            f"the shared corpus is absent (looked in {CORPUS.name}/ beside "
+            "the project's parent folder: ../shared/corpus)"
+        )
     return files

@@ -103,8 +103,14 @@ def test_stdin_prints_fixed_text(tmp_path: pathlib.Path) -> None:
 
 
 def test_directory_search_finds_dockerfile_names(tmp_path: pathlib.Path) -> None:
-    for name in ("Dockerfile", "Containerfile", "Dockerfile.prod", "dockerfile-dev",
-                 "api.Dockerfile", "web.dockerfile"):
+    for name in (
+        "Dockerfile",
+        "Containerfile",
+        "Dockerfile.prod",
+        "dockerfile-dev",
+        "api.Dockerfile",
+        "web.dockerfile",
+    ):
         write(tmp_path / "found" / name, PIP_FILE)
     write(tmp_path / "found" / "Dockerfile.dockerignore", "node_modules\n")
     write(tmp_path / "found" / "README.md", "# not a Dockerfile\n")
@@ -116,8 +122,15 @@ def test_directory_search_finds_dockerfile_names(tmp_path: pathlib.Path) -> None
     report = json.loads(result.stdout)
     paths = sorted(record["path"] for record in report["files"])
     assert paths == sorted(
-        f"found/{name}" for name in ("Dockerfile", "Containerfile", "Dockerfile.prod",
-                                     "dockerfile-dev", "api.Dockerfile", "web.dockerfile")
+        f"found/{name}"
+        for name in (
+            "Dockerfile",
+            "Containerfile",
+            "Dockerfile.prod",
+            "dockerfile-dev",
+            "api.Dockerfile",
+            "web.dockerfile",
+        )
     )
 
 
@@ -145,7 +158,8 @@ def test_bad_input_gets_one_line_and_others_still_run(
     result = dfix("--write", *select_pip(), "bad/Dockerfile", "good", cwd=tmp_path)
     assert result.returncode == 2
     errors = [
-        line for line in result.stderr.decode().splitlines()
+        line
+        for line in result.stderr.decode().splitlines()
         if line.startswith("dfix: error:")
     ]
     assert len(errors) == 1

@@ -55,7 +55,9 @@ def test_fixture(case: pathlib.Path) -> None:
     name = _transform_name(case)
     selection = Selection(select=frozenset({name}))
     settings = _settings(case)
-    expected_path = case.with_name(case.name.removesuffix(".Dockerfile") + EXPECTED_SUFFIX)
+    expected_path = case.with_name(
+        case.name.removesuffix(".Dockerfile") + EXPECTED_SUFFIX
+    )
     source = _read(case)
     expected = _read(expected_path) if expected_path.exists() else source
 
@@ -63,10 +65,14 @@ def test_fixture(case: pathlib.Path) -> None:
 
     assert result.bugs == []
     assert result.fixed == expected
+    for fix in result.fixes:
+        assert len(fix.problem) <= 60 and not fix.problem.endswith("."), fix.problem
+        assert len(fix.action) <= 40 and fix.action[:1].islower(), fix.action
     source_bytes = decode_source(case.read_bytes(), str(case))
-    assert encode_source(source_bytes, result.fixed) == (
-        expected_path if expected_path.exists() else case
-    ).read_bytes()
+    assert (
+        encode_source(source_bytes, result.fixed)
+        == (expected_path if expected_path.exists() else case).read_bytes()
+    )
     assert bool(result.fixes) == expected_path.exists()
     again = fix_text(expected, str(expected_path), selection, settings)
     assert again.fixes == [], "a second run must find nothing"

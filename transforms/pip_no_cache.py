@@ -1,4 +1,4 @@
-"""Add --no-cache-dir to pip calls that would keep pip's cache in the image.
+"""Add --no-cache-dir to pip calls that would keep a cache in the image.
 
 What it does:
     Finds every pip call in a RUN (pip, pip3, pip3.12, python -m pip,
@@ -58,10 +58,22 @@ CACHING_SUBCOMMANDS = frozenset({"install", "download", "wheel"})
 # pip's general options that take a separate value: pip --log x install.
 OPTIONS_WITH_VALUE = frozenset(
     {
-        "--proxy", "--log", "--timeout", "--retries", "--exists-action",
-        "--trusted-host", "--cert", "--client-cert", "--python",
-        "--keyring-provider", "--use-feature", "--use-deprecated", "--src",
-        "--global-option", "--config-settings", "-C",
+        "--proxy",
+        "--log",
+        "--timeout",
+        "--retries",
+        "--exists-action",
+        "--trusted-host",
+        "--cert",
+        "--client-cert",
+        "--python",
+        "--keyring-provider",
+        "--use-feature",
+        "--use-deprecated",
+        "--src",
+        "--global-option",
+        "--config-settings",
+        "-C",
     }
 )
 CACHE_MOUNT_RE = re.compile(r"(^|,)type=cache(,|$)")
@@ -76,7 +88,9 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
             if "pip" in instruction.original and "install" in instruction.original:
                 yield Skip(NAME, instruction.first_line, "RUN is not run by sh")
             continue
-        if _has_pip_cache_mount(instruction) or _cache_disabled(dockerfile, instruction):
+        if _has_pip_cache_mount(instruction) or _cache_disabled(
+            dockerfile, instruction
+        ):
             continue
         for script in scripts_of(dockerfile, instruction):
             if "PIP_NO_CACHE_DIR" in script.logical.text:
@@ -100,10 +114,12 @@ def _has_pip_cache_mount(instruction: Instruction) -> bool:
     for flag in instruction.flags:
         if not flag.startswith("--mount="):
             continue
-        spec = flag[len("--mount="):]
+        spec = flag[len("--mount=") :]
         target = TARGET_RE.search(spec)
-        if CACHE_MOUNT_RE.search(spec) and target and (
-            "pip" in target[1] or target[1].rstrip("/").endswith(".cache")
+        if (
+            CACHE_MOUNT_RE.search(spec)
+            and target
+            and ("pip" in target[1] or target[1].rstrip("/").endswith(".cache"))
         ):
             return True
     return False
