@@ -27,9 +27,11 @@ class Transform(Protocol):
 
 
 def _load() -> tuple[Transform, ...]:
-    from transforms import pip_no_cache
+    from transforms import multi_stage, pip_no_cache
 
     modules: tuple[ModuleType, ...] = (
+        # First: later transforms (non-root-user, slim-base) edit its new stage.
+        multi_stage,
         pip_no_cache,
     )
     return tuple(cast(Transform, module) for module in modules)
