@@ -12,13 +12,33 @@ What it does:
       project's Sdk attribute is not visible from the Dockerfile.
     - Go: the binary of go build -o (or go build without -o, or go install)
       runs on gcr.io/distroless/static-debian12, built with CGO_ENABLED=0,
-      when nothing hints at cgo; otherwise on debian:<release>-slim of the
-      golang image's Debian release (alpine:3 for an alpine golang image).
+      when nothing hints at cgo (CGO_ENABLED=1, gcc, a -dev package,
+      -linkmode external, -race; -tags netgo is not a hint); otherwise on
+      debian:<release>-slim of the golang image's Debian release (alpine of
+      the same version for an alpine golang image). A runtime that needs a
+      shell (a shell-form CMD with variables, a user made by useradd) or
+      packages also falls back from distroless to debian slim.
+    - Java: the jar that java -jar runs, when mvn or ./mvnw package builds
+      it under target/ or gradle or ./gradlew build (bootJar, jar...) under
+      build/libs/, runs on eclipse-temurin:<N>-jre of the same Java version.
+    - Rust: the binary of cargo build --release (target/release) or cargo
+      install runs on gcr.io/distroless/cc-debian12 for a rust image of an
+      explicit Debian 12 or older release, else on debian:<release>-slim.
+    - Python: on a full python image, or one where the stage installs
+      compilers or -dev packages, the stage creates a virtual environment
+      in /opt/venv before its first pip install; the slim image of the same
+      tag gets the venv, the WORKDIR copied whole, and the run-time
+      libraries of the -dev packages (libpq-dev -> libpq5).
+    - Node: npm ci or npm install on a full node image (or keeping
+      devDependencies) gets RUN npm prune --omit=dev (--production before
+      Node 16) at the end of the build stage; node's slim tag gets the
+      WORKDIR copied whole.
     The original FROM line gets " AS build" (or keeps its alias) and every
     build step stays byte for byte. The instructions that only describe how
     the container runs (CMD, ENTRYPOINT, EXPOSE, HEALTHCHECK, STOPSIGNAL,
     LABEL, MAINTAINER) move, with the comment lines right above them, to a
-    new last stage. That stage also gets WORKDIR /app, a COPY --from=build
+    new last stage. That stage also gets WORKDIR /app (Python and Node keep
+    their own WORKDIR), a COPY --from=build
     of the artifact, the ENV instructions the program may read (not the
     toolchain's own GO*, DOTNET_CLI_*, NUGET_* or PATH), the stage ARGs that
     moved lines use, the last USER when the runtime image has that user,
@@ -64,17 +84,27 @@ Fix safety:
     RUN does nothing else. Review the note on each fix.
 
 Known gaps:
-    - Java, Node, Python and Rust stages are reported as skipped: their
-      conversion is not written yet.
+    - A static site built by Node is not moved to nginx: it is converted
+      like a Node server, keeping its own file server.
+    - yarn and pnpm installs, npm install -g and npm install <package> are
+      skipped; so is pip with --user, --target or --prefix.
+    - Python and Node stages copy the WORKDIR whole; a stage that copies or
+      creates files elsewhere (RUN mkdir -p /data) is skipped. COPY --from
+      gives the files to root, so a USER that must write there needs a
+      --chown added by hand.
     - A HEALTHCHECK that calls a program the runtime image lacks (curl on
       dotnet/aspnet, anything on distroless) makes the stage skipped.
-    - A HEALTHCHECK that runs the artifact itself is skipped: only the entry
-      command is rewritten.
-    - dotnet run, go run and similar entry commands are skipped: converting
-      them would need a new publish step, and such files are often
-      development images on purpose.
+    - dotnet run, go run, cargo run, mvn spring-boot:run and similar entry
+      commands are skipped: converting them would need a new publish step,
+      and such files are often development images on purpose.
     - A .NET publish without -o, or into a directory from a variable, is
       skipped: its output folder depends on the project's target framework.
+    - A jar named by a wildcard (java -jar target/*.jar) is skipped.
+    - A -dev package with no known run-time library is skipped rather than
+      guessed; the table covers common Debian and Alpine libraries.
+    - A golang or rust tag without a Debian release name is taken to be
+      bookworm for the debian slim runtime; a newer build image would need
+      a newer runtime.
     - A pinned digest on the toolchain image has no runtime equivalent; the
       runtime image is written by tag.
 
@@ -135,6 +165,9 @@ SHELL_SPECIALS = frozenset("$'\"\\*?[]{}~#")
 VARIABLE_RE = re.compile(r"\$(?:\{(?P<braced>\w+)(?P<rest>[^}]*)\}|(?P<plain>\w+))")
 JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 DEBIAN_CODENAMES = ("trixie", "bookworm", "bullseye", "buster", "stretch")
+FILE_WRITERS = frozenset(
+    {"mkdir", "touch", "cp", "mv", "ln", "install", "tee", "chmod", "chown"}
+)
 PACKAGE_INSTALLERS = {"apt-get": "install", "apt": "install", "apk": "add"}
 
 
@@ -179,6 +212,11 @@ class Plan:
     build_edits: tuple[Edit, ...] = ()
     static_edits: tuple[Edit, ...] = ()
     note: str = ""
+    workdir: str = FINAL_WORKDIR
+    # Lines for the new stage before WORKDIR (ENV PATH of a venv).
+    final_env: tuple[str, ...] = ()
+    # Lines appended to the build stage (RUN npm prune --omit=dev).
+    build_tail: tuple[str, ...] = ()
 
 
 @dataclass
@@ -276,8 +314,14 @@ def _ecosystem(image: ImageRef) -> str | None:
     java = DATA["java"]
     if image.repository in java["maven_repositories"] + java["gradle_repositories"]:
         return "java"
+    if image.repository in java["jdk_repositories"] and "jre" not in image.tag:
+        return "java"
     if image.repository in DATA["rust"]["repositories"]:
         return "rust"
+    if image.repository in DATA["node"]["repositories"]:
+        return "node"
+    if image.repository in DATA["python"]["repositories"]:
+        return "python"
     return None
 
 
@@ -300,7 +344,10 @@ def _ends_on_toolchain(dockerfile: Dockerfile) -> bool:
     if stage is None:
         return False
     image = _parse_image(stage.image, dockerfile.global_args)
-    return image is not None and _ecosystem(image) is not None
+    if image is None or image.repository in DATA["java"]["jdk_repositories"]:
+        return False
+    # python and node images are runtimes as much as toolchains.
+    return _ecosystem(image) in ("dotnet", "go", "java", "rust")
 
 
 # -- what stops a conversion -------------------------------------------------
@@ -506,6 +553,9 @@ def _plan_dotnet(context: Context) -> Plan | str:
     if _runs_toolchain(entry):
         return "entry command runs the toolchain"
     if not outputs:
+        # TODO: dotnet publish without -o writes to bin/<config>/<tfm>/publish,
+        # and the target framework is in the project file, not here; it is
+        # skipped until the entry command's path is trusted as the output.
         return "publish output directory unknown" if publishes else "no build step"
     target = entry[0]
     if target.value == "dotnet":
@@ -720,20 +770,356 @@ def _alpine_runtime(tag: str, default: str) -> str:
     return f"alpine:{match[1]}" if match else str(default)
 
 
-# -- not written yet -------------------------------------------------------------
+# -- Python --------------------------------------------------------------------
 
 
-def _plan_later(context: Context) -> Plan | str:
-    # TODO: Java, Node, Python and Rust stages are reported as skipped; their
-    # conversion needs the artifact rules of each build tool.
-    return f"{context.image.last} stages are not converted yet"
+PIP_RE = re.compile(r"pip(\d+(\.\d+)?)?")
+PYTHON_RE = re.compile(r"python(\d+(\.\d+)?)?")
+PIP_OUTSIDE_SITE = ("--user", "--target", "-t", "--prefix", "--root")
+
+
+def _plan_python(context: Context) -> Plan | str | None:
+    python = DATA["python"]
+    installs = [
+        located for located in _commands(context) if _pip_install(located.command)
+    ]
+    if not installs:
+        return None
+    full = not _is_slim_tag(context.image.tag)
+    if not full and not any(
+        _is_compiler_or_library(package) for package in _installed_packages(context)
+    ):
+        return None
+    for located in installs:
+        words = located.command.words
+        if words[0].value is not None and "/" in words[0].value:
+            return "pip is called by its full path"
+        values = located.command.values()
+        if any(_is_option(value, PIP_OUTSIDE_SITE) for value in values):
+            return "pip installs outside site-packages"
+    runtime = _slim_image(context)
+    if runtime is None:
+        return "no slim variant known for this tag"
+    workdir = _application_directory(context)
+    if isinstance(workdir, str) and not workdir.startswith("/"):
+        return workdir
+    assert isinstance(workdir, str)
+    venv = str(python["venv"])
+    first = min(located.instruction.first_line for located in installs)
+    first = _comment_start(context.dockerfile, first)
+    indent = context.dockerfile.indentation(first)
+    newline = context.dockerfile.newline
+    lower = _is_lower_case(context)
+    lines = (
+        _keyword_case(f"RUN python3 -m venv {venv}", lower),
+        _keyword_case(f'ENV PATH="{venv}/bin:$PATH"', lower),
+    )
+    edit = insert(
+        context.dockerfile.line_starts[first],
+        "".join(f"{indent}{line}{newline}" for line in lines),
+    )
+    note = "pip installs go to a virtual environment in " + venv
+    if full:
+        note += "; libraries the full python image gave compiled packages are gone"
+    return Plan(
+        runtimes=(_platform_prefix(context) + runtime,),
+        artifacts=(Artifact(venv, venv), Artifact(workdir, workdir)),
+        rewrites=(),
+        build_edits=(edit,),
+        note=note,
+        workdir=workdir,
+        final_env=(f'ENV PATH="{venv}/bin:$PATH"',),
+    )
+
+
+def _pip_install(command: Command) -> bool:
+    program = command.program
+    values = command.values()
+    if program is None:
+        return False
+    if PYTHON_RE.fullmatch(program) and values[:2] == ["-m", "pip"]:
+        values = values[2:]
+    elif not PIP_RE.fullmatch(program):
+        return False
+    return "install" in values
+
+
+def _is_option(value: str | None, names: Sequence[str]) -> bool:
+    return value is not None and any(
+        value == name or value.startswith(name + "=") for name in names
+    )
+
+
+def _is_slim_tag(tag: str) -> bool:
+    return "slim" in tag or "alpine" in tag
+
+
+def _slim_image(context: Context) -> str | None:
+    """Return the slim variant of a python or node image, as written."""
+    image = context.image
+    text = context.stage.image
+    if _is_slim_tag(image.tag):
+        return text
+    name = text[: len(text) - len(image.raw_tag) - 1] if image.raw_tag else text
+    name = name.split("@", 1)[0]
+    raw = image.raw_tag
+    if image.tag in ("", "latest"):
+        return f"{name}:slim"
+    for codename in DEBIAN_CODENAMES:
+        if raw.endswith("-" + codename):
+            return f"{name}:{raw[: -len(codename)]}slim-{codename}"
+    if re.fullmatch(r"[\w.${}-]+", raw) and not re.search(r"[a-z]{4,}", image.tag):
+        return f"{name}:{raw}-slim"
+    return None
+
+
+def _application_directory(context: Context) -> str:
+    """Return the WORKDIR the application lives in, or why there is none.
+
+    The runtime stage copies that directory whole, so every file the stage
+    copies in must land inside it.
+    """
+    entry = context.entry
+    if entry is None:
+        return context.entry_reason
+    workdir = context.workdir_at(entry[0].instruction)
+    if workdir is None or workdir == "/":
+        return "application is not under a WORKDIR"
+    for instruction in context.stage.instructions:
+        if instruction.keyword not in ("COPY", "ADD") or len(instruction.arguments) < 2:
+            continue
+        destination = _resolve(
+            context.workdir_at(instruction), _unquote(instruction.arguments[-1])
+        )
+        if destination is None or not (
+            destination == workdir or destination.startswith(workdir + "/")
+        ):
+            return "files copied outside the WORKDIR"
+    if _writes_outside(context, workdir):
+        return "build writes files outside the WORKDIR"
+    return workdir
+
+
+def _writes_outside(context: Context, workdir: str) -> bool:
+    """Tell whether a RUN creates files the runtime stage would not copy.
+
+    RUN mkdir -p /documents makes a folder the program may need; only the
+    WORKDIR, the venv and scratch folders are known to be safe to leave.
+    """
+    scratch = ("/tmp", "/var/lib/apt", "/var/cache", "/root/.cache", "/opt/venv")
+    for located in _commands(context):
+        if located.command.program not in FILE_WRITERS:
+            continue
+        for value in located.command.values():
+            if value is None or not value.startswith("/"):
+                continue
+            path = posixpath.normpath(value)
+            inside = path == workdir or path.startswith(workdir + "/")
+            if not inside and not path.startswith(scratch):
+                return True
+    return False
+
+
+def _comment_start(dockerfile: Dockerfile, line: int) -> int:
+    while line > 0 and dockerfile.line_text(line - 1).lstrip().startswith("#"):
+        line -= 1
+    return line
+
+
+# -- Node ------------------------------------------------------------------------
+
+
+NPM_INSTALLS = frozenset({"ci", "install", "i"})
+NPM_PRODUCTION = ("--omit=dev", "--production", "--only=prod", "--only=production")
+
+
+def _plan_node(context: Context) -> Plan | str | None:
+    installs = []
+    for located in _commands(context):
+        program = located.command.program
+        values = located.command.values()
+        if program in ("yarn", "pnpm") and (not values or values[0] == "install"):
+            # TODO: yarn and pnpm need their own prune step (yarn workspaces
+            # focus --production, pnpm prune --prod); skipped until written.
+            return "yarn and pnpm installs are not converted"
+        if program != "npm" or not values or values[0] not in NPM_INSTALLS:
+            continue
+        if any(value in ("-g", "--global") for value in values):
+            return "global npm installs"
+        if len([value for value in values[1:] if not (value or "-").startswith("-")]):
+            # npm install express: packages named in the Dockerfile.
+            return "npm install names packages"
+        installs.append(located)
+    if not installs:
+        return None
+    pruned = any(
+        _is_option(value, NPM_PRODUCTION)
+        for located in installs
+        for value in located.command.values()
+    )
+    full = not _is_slim_tag(context.image.tag)
+    if pruned and not full:
+        return None
+    runtime = _slim_image(context)
+    if runtime is None:
+        return "no slim variant known for this tag"
+    workdir = _application_directory(context)
+    if not workdir.startswith("/"):
+        return workdir
+    major = re.match(r"\d+", context.image.tag)
+    omit = "--production" if major and int(major[0]) < 16 else "--omit=dev"
+    return Plan(
+        runtimes=(_platform_prefix(context) + runtime,),
+        artifacts=(Artifact(workdir, workdir),),
+        rewrites=(),
+        note="devDependencies are pruned before the copy",
+        workdir=workdir,
+        build_tail=() if pruned else (f"RUN npm prune {omit}",),
+    )
+
+
+# -- Java ------------------------------------------------------------------------
+
+
+MAVEN_GOALS = frozenset({"package", "install", "verify"})
+GRADLE_TASKS = frozenset({"build", "bootJar", "assemble", "jar", "shadowJar"})
+
+
+def _plan_java(context: Context) -> Plan | str | None:
+    builds: list[tuple[str, Located]] = []
+    for located in _commands(context):
+        program = (located.command.program or "").removesuffix(".cmd")
+        words = set(located.command.values())
+        if program in ("mvn", "mvnw") and words & MAVEN_GOALS:
+            builds.append(("target", located))
+        elif program in ("gradle", "gradlew") and words & GRADLE_TASKS:
+            builds.append(("build/libs", located))
+    if not builds:
+        jdk = context.image.repository in DATA["java"]["jdk_repositories"]
+        return None if jdk else "no build step"
+    entry = context.entry
+    if entry is None:
+        return context.entry_reason
+    if _runs_toolchain(entry):
+        return "entry command runs the toolchain"
+    values = [word.value for word in entry]
+    if (values[0] or "").rsplit("/", 1)[-1] != "java" or "-jar" not in values:
+        return "entry command does not run java -jar"
+    jar = entry[values.index("-jar") + 1] if values[-1] != "-jar" else None
+    if jar is None or jar.value is None or "*" in jar.value:
+        # TODO: java -jar target/*.jar may match the plain and the boot jar;
+        # copying it needs the jar's real name, so it is skipped.
+        return "jar name is not literal"
+    path = _resolve(context.workdir_at(jar.instruction), jar.value)
+    java = _java_version(context.image)
+    if java is None:
+        return "Java version unknown"
+    for folder, located in reversed(builds):
+        expected = _resolve(located.cwd, folder)
+        if path is None or expected is None or posixpath.dirname(path) != expected:
+            continue
+        new = f"{FINAL_WORKDIR}/{posixpath.basename(path)}"
+        runtime = DATA["java"]["runtime"].format(java=java)
+        if "alpine" in context.image.tag:
+            runtime += "-alpine"
+        return Plan(
+            runtimes=(_platform_prefix(context) + runtime,),
+            artifacts=(Artifact(path, new),),
+            rewrites=((jar, new),),
+            note="only the jar is copied: a thin jar needs its lib folder too",
+        )
+    return "entry command is not the built jar"
+
+
+def _java_version(image: ImageRef) -> str | None:
+    tag = image.tag
+    match = re.search(r"(?:temurin|openjdk|jdk|corretto|java|sapmachine)-?(\d+)", tag)
+    if match is None and image.repository in DATA["java"]["jdk_repositories"]:
+        match = re.match(r"(\d+)", tag)
+    if match is None:
+        return None
+    version = match[1]
+    return "8" if version == "1" else version
+
+
+# -- Rust ------------------------------------------------------------------------
+
+
+def _plan_rust(context: Context) -> Plan | str:
+    rust = DATA["rust"]
+    outputs: list[str] = []
+    for located in _commands(context):
+        values = located.command.values()
+        if located.command.program != "cargo" or not values:
+            continue
+        environment = _scope(context.dockerfile, located.instruction)
+        if values[0] == "install":
+            home = environment.get("CARGO_HOME", "/usr/local/cargo")
+            outputs.append(posixpath.join(home, "bin"))
+        if values[0] != "build":
+            continue
+        target_dir = environment.get("CARGO_TARGET_DIR") or "target"
+        base = _resolve(located.cwd, target_dir)
+        if base is None:
+            continue
+        triple = _option_value(values, ("--target",))
+        if triple:
+            base = posixpath.join(base, triple)
+        profile = "release" if "--release" in values or "-r" in values else "debug"
+        outputs.append(posixpath.join(base, profile))
+    entry = context.entry
+    if entry is None:
+        return context.entry_reason if outputs else "no build step"
+    if _runs_toolchain(entry):
+        return "entry command runs the toolchain"
+    if not outputs:
+        return "no build step"
+    program = entry[0]
+    assert program.value is not None
+    if "/" in program.value:
+        resolved = _resolve(context.workdir_at(program.instruction), program.value)
+        candidates = [resolved] if resolved else []
+    else:
+        directories = (*DEFAULT_PATH, str(rust["cargo_bin"]))
+        candidates = [posixpath.join(folder, program.value) for folder in directories]
+    path = next(
+        (
+            candidate
+            for candidate in candidates
+            for output in outputs
+            if posixpath.dirname(candidate) == output
+        ),
+        None,
+    )
+    if path is None:
+        return "entry command is not a build output"
+    new = f"{FINAL_WORKDIR}/{posixpath.basename(path)}"
+    tag = context.image.tag
+    platform = _platform_prefix(context)
+    if "alpine" in tag:
+        runtimes: tuple[str, ...] = (_alpine_runtime(tag, rust["alpine_runtime"]),)
+    else:
+        codename = _codename(tag, rust["default_codename"])
+        dynamic = rust["dynamic_runtime"].format(codename=codename)
+        if codename in ("bookworm", "bullseye", "buster") and codename in tag:
+            runtimes = (rust["runtime"], dynamic)
+        else:
+            runtimes = (dynamic,)
+    return Plan(
+        runtimes=tuple(platform + runtime for runtime in runtimes),
+        artifacts=(Artifact(path, new),),
+        rewrites=((program, new),),
+        note="files the program reads from the source tree are not copied",
+    )
 
 
 PLANNERS = {
     "dotnet": _plan_dotnet,
     "go": _plan_go,
-    "java": _plan_later,
-    "rust": _plan_later,
+    "java": _plan_java,
+    "rust": _plan_rust,
+    "node": _plan_node,
+    "python": _plan_python,
 }
 
 
@@ -806,7 +1192,7 @@ def _rewrite(context: Context, plan: Plan) -> tuple[tuple[Edit, ...], str] | str
         edits = list(plan.build_edits)
         if static:
             edits.extend(plan.static_edits)
-        edits.extend(_build_stage_edits(context, result))
+        edits.extend(_build_stage_edits(context, plan, result))
         return tuple(edits), runtime.split()[-1]
     return reason
 
@@ -861,17 +1247,23 @@ def _final_stage(context: Context, plan: Plan, runtime: str) -> str | list[str]:
     if packages:
         lines.append(keyword("RUN") + " " + _install_command(manager, packages))
     lines.extend(carried)
-    lines.append(f"{keyword('WORKDIR')} {FINAL_WORKDIR}")
+    for artifact in plan.artifacts:
+        if artifact.source == plan.workdir or not artifact.destination.startswith(
+            "/opt/"
+        ):
+            continue
+        lines.append(_copy_line(context, keyword("COPY"), artifact))
+    lines.extend(_keyword_case(line, lower) for line in plan.final_env)
+    lines.append(f"{keyword('WORKDIR')} {plan.workdir}")
     lines.extend(
         rewritten[block.instruction.index]
         for block in blocks
         if block.instruction.keyword not in LATE
     )
     for artifact in plan.artifacts:
-        lines.append(
-            f"{keyword('COPY')} --from={_alias(context)} "
-            f"{artifact.source} {artifact.destination}"
-        )
+        if artifact.destination.startswith("/opt/"):
+            continue
+        lines.append(_copy_line(context, keyword("COPY"), artifact))
     lines.extend(user_lines)
     lines.extend(
         rewritten[block.instruction.index]
@@ -879,6 +1271,17 @@ def _final_stage(context: Context, plan: Plan, runtime: str) -> str | list[str]:
         if block.instruction.keyword in LATE
     )
     return lines
+
+
+def _copy_line(context: Context, keyword: str, artifact: Artifact) -> str:
+    return (
+        f"{keyword} --from={_alias(context)} {artifact.source} {artifact.destination}"
+    )
+
+
+def _keyword_case(line: str, lower: bool) -> str:
+    keyword, _, rest = line.partition(" ")
+    return f"{keyword.lower() if lower else keyword} {rest}"
 
 
 def _runtime_info(runtime: str, args: dict[str, str]) -> dict[str, Any]:
@@ -1046,6 +1449,8 @@ def _healthcheck_reason(
     name = _healthcheck_program(instruction).rsplit("/", 1)[-1]
     if name in info["tools"] or name in packages:
         return ""
+    # TODO: HEALTHCHECK CMD curl ... on an image without curl is skipped;
+    # installing curl in the runtime stage would undo part of the gain.
     return f"healthcheck needs {name or 'a program'} in the runtime image"
 
 
@@ -1147,7 +1552,9 @@ def _install_command(manager: str, packages: list[str]) -> str:
     )
 
 
-def _build_stage_edits(context: Context, final_lines: list[str]) -> list[Edit]:
+def _build_stage_edits(
+    context: Context, plan: Plan, final_lines: list[str]
+) -> list[Edit]:
     """Return the edits that name the build stage, move lines and append."""
     dockerfile = context.dockerfile
     newline = dockerfile.newline
@@ -1167,13 +1574,17 @@ def _build_stage_edits(context: Context, final_lines: list[str]) -> list[Edit]:
     last_kept = max(
         line for line in range(len(dockerfile.lines)) if line not in deleted
     )
-    body = newline.join(final_lines)
+    tail = "".join(
+        _keyword_case(line, _is_lower_case(context)) + newline
+        for line in plan.build_tail
+    )
+    body = tail + newline + newline.join(final_lines)
     ending = newline if dockerfile.ends_with_newline else ""
     if last_kept == len(dockerfile.lines) - 1:
         lead = "" if dockerfile.ends_with_newline else newline
-        text = f"{lead}{newline}{body}{ending}"
+        text = f"{lead}{body}{ending}"
     else:
-        text = f"{newline}{body}{ending}"
+        text = f"{body}{ending}"
     edits.append(insert(len(dockerfile.text), text))
     return edits
 
