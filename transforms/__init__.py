@@ -28,11 +28,14 @@ class Transform(Protocol):
 
 def _load() -> tuple[Transform, ...]:
     from transforms import multi_stage, pip_no_cache
+    from transforms import non_root_user
 
     modules: tuple[ModuleType, ...] = (
         # First: later transforms (non-root-user, slim-base) edit its new stage.
         multi_stage,
         pip_no_cache,
+        # Last: every install the transforms above touch must still run as root.
+        non_root_user,
     )
     return tuple(cast(Transform, module) for module in modules)
 
