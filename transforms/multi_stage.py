@@ -279,6 +279,14 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
     )
 
 
+def toolchain_of(dockerfile: Dockerfile) -> str | None:
+    """Return the ecosystem of a single-stage file's image, if it has one."""
+    if len(dockerfile.stages) != 1:
+        return None
+    image = _parse_image(dockerfile.stages[0].image, dockerfile.global_args)
+    return _ecosystem(image) if image is not None else None
+
+
 # -- images ------------------------------------------------------------------
 
 
