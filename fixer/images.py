@@ -107,6 +107,17 @@ class SlimRule:
 
 
 @dataclass(frozen=True)
+class FullVariant:
+    """What an image's full tag carries that its slim tag lacks."""
+
+    build_commands: frozenset[str]
+    build_packages: frozenset[str]
+    native_pip: frozenset[str]
+    native_commands: frozenset[str]
+    tools: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class KnownImage:
     """What the data file says about one image at one tag."""
 
@@ -125,6 +136,7 @@ class KnownImage:
     eol: datetime.date | None
     slim_rules: tuple[SlimRule, ...]
     slim_tag: str | None
+    full_variant: FullVariant | None = None
 
     @property
     def runs_as_root(self) -> bool:
@@ -299,6 +311,9 @@ def _candidate_names(ref: ImageRef) -> list[str]:
         if ref.full_name.startswith(prefix):
             inner = ref.full_name[len(prefix) :]
             names.append(inner if "/" in inner else f"library/{inner}")
+    if ref.registry is not None and ref.repository.startswith("library/"):
+        # A pull-through mirror of Docker Hub: localhost:5000/library/python.
+        names.append(ref.repository)
     if ref.registry is None:
         namespace, _, image = ref.repository.partition("/")
         if namespace in data.get("arch_namespaces", []) and image and "/" not in image:
@@ -363,6 +378,20 @@ def _known_image(key: str, entry: dict[str, Any], tag: str) -> KnownImage:
             for rule in fields.get("slim", [])
         ),
         slim_tag=fields.get("slim_tag"),
+        full_variant=_full_variant(fields.get("full_variant")),
+    )
+
+
+def _full_variant(key: str | None) -> FullVariant | None:
+    if not key:
+        return None
+    data = _data()["full_variant"][key]
+    return FullVariant(
+        build_commands=frozenset(data.get("build_commands", [])),
+        build_packages=frozenset(data.get("build_packages", [])),
+        native_pip=frozenset(data.get("native_pip", [])),
+        native_commands=frozenset(data.get("native_commands", [])),
+        tools=dict(data.get("tools", {})),
     )
 
 
