@@ -29,10 +29,13 @@ class Transform(Protocol):
 def _load() -> tuple[Transform, ...]:
     from transforms import multi_stage, pip_no_cache
     from transforms import non_root_user
+    from transforms import slim_base
 
     modules: tuple[ModuleType, ...] = (
         # First: later transforms (non-root-user, slim-base) edit its new stage.
         multi_stage,
+        # Before the hygiene transforms: its added RUN gets their checks too.
+        slim_base,
         pip_no_cache,
         # Last: every install the transforms above touch must still run as root.
         non_root_user,
