@@ -28,6 +28,7 @@ class Transform(Protocol):
 
 def _load() -> tuple[Transform, ...]:
     from transforms import apt_hygiene
+    from transforms import apk_virtual
     from transforms import multi_stage, pip_no_cache
     from transforms import non_root_user
     from transforms import slim_base
@@ -38,6 +39,7 @@ def _load() -> tuple[Transform, ...]:
         # Before the hygiene transforms: its added RUN gets their checks too.
         slim_base,
         pip_no_cache,
+        apk_virtual,
         apt_hygiene,
         # Last: every install the transforms above touch must still run as root.
         non_root_user,
