@@ -27,11 +27,14 @@ class Transform(Protocol):
 
 
 def _load() -> tuple[Transform, ...]:
-    from transforms import apt_hygiene
-    from transforms import apk_virtual
-    from transforms import multi_stage, pip_no_cache
-    from transforms import non_root_user
-    from transforms import slim_base
+    from transforms import (
+        apk_virtual,
+        apt_hygiene,
+        multi_stage,
+        non_root_user,
+        pip_no_cache,
+        slim_base,
+    )
 
     modules: tuple[ModuleType, ...] = (
         # First: later transforms (non-root-user, slim-base) edit its new stage.
