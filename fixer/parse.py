@@ -527,7 +527,11 @@ def _join_continuations(
         elif not text.strip(" \t") or text.lstrip(" \t").startswith("#"):
             continue
         stripped = text.rstrip(" \t")
-        if stripped.endswith(escape):
+        # A last line ending in the escape is no continuation (BuildKit reads
+        # "ENV C trailing\\" as ending in an escaped escape) unless the file
+        # ends there: "RUN something \" at EOF.
+        at_end = line == len(dockerfile.lines) - 1
+        if stripped.endswith(escape) and (line < instruction.last_line or at_end):
             text = stripped[: -len(escape)]
         pieces.append((logical, start, len(text)))
         parts.append(text)
