@@ -124,6 +124,7 @@ from importlib import resources
 from typing import Any
 
 from fixer.edits import Edit, Finding, Fix, Safety, Settings, Skip, insert
+from fixer.images import parse_image_ref
 from fixer.parse import Dockerfile, Instruction, Stage
 from fixer.shell import Command, scripts_of
 
@@ -292,26 +293,18 @@ def toolchain_of(dockerfile: Dockerfile) -> str | None:
 
 def _parse_image(text: str, args: dict[str, str]) -> ImageRef | None:
     """Return the reference ``text`` names, with global ARGs expanded."""
-    expanded = _expand(text, args)
-    if expanded is None or not expanded:
+    reference = parse_image_ref(text, args)
+    if reference.has_variables and "$" in reference.resolved:
         return None
-    raw_name, raw_tag, _ = _split_reference(text)
-    name, tag, digest = _split_reference(expanded)
-    parts = name.lower().split("/")
-    if len(parts) > 1 and parts[0] in ("docker.io", "index.docker.io"):
-        parts = parts[1:]
-    if len(parts) == 2 and parts[0] == "library":
-        parts = parts[1:]
-    return ImageRef("/".join(parts), tag, raw_tag, digest)
-
-
-def _split_reference(text: str) -> tuple[str, str, str]:
-    name, _, digest = text.partition("@")
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        return name[:colon], name[colon + 1 :], digest
-    return name, "", digest
+    repository = reference.full_name.lower().removeprefix("library/")
+    if not repository:
+        return None
+    return ImageRef(
+        repository,
+        reference.tag or "",
+        reference.written_tag or "",
+        reference.digest or "",
+    )
 
 
 def _ecosystem(image: ImageRef) -> str | None:
