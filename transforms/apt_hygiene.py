@@ -159,10 +159,20 @@ YES_LONG_OPTIONS = ("--yes", "--assume-yes", "--force-yes")
 SHORT_FLAG_LETTERS = frozenset("yqdfsmubVh")
 OPTIONS_VARIABLE_RE = re.compile(r"\$\{?\w*(OPT|FLAG|ARG)", re.IGNORECASE)
 APT_MOUNT_TARGET_RE = re.compile(
-    r"(?:^|,)(?:target|dst|destination)=/var/lib/apt(/|,|$)"
+    r"""(?:^|,)(?:target|dst|destination)=  # the mount's target key
+        /var/lib/apt(/|,|$)                 # /var/lib/apt or a path under it
+    """,
+    re.VERBOSE,
 )
 RECOMMENDS_OFF_RE = re.compile(r"Install-Recommends\W+(0|false)", re.IGNORECASE)
-LISTS_REMOVED_RE = re.compile(r"/var/lib/apt/lists|/var/lib/apt/?\*?(\s|$)|dist-?clean")
+# A removal of the lists in an earlier RUN's text, read loosely.
+LISTS_REMOVED_RE = re.compile(
+    r"""/var/lib/apt/lists        # rm -rf /var/lib/apt/lists/*
+        |/var/lib/apt/?\*?(\s|$)  # rm -rf /var/lib/apt
+        |dist-?clean              # apt-get dist-clean
+    """,
+    re.VERBOSE,
+)
 CACHE_CLEARED_RE = re.compile(r"/var/cache/apt")
 SET_ERREXIT_RE = re.compile(r"-[a-zA-Z]*e[a-zA-Z]*")
 # A mention of apt in text that is not read as commands (JSON form, cmd).
@@ -170,7 +180,7 @@ APT_MENTION_RE = re.compile(r"(?<![\w/.-])apt(-get)?(?![\w.-])")
 # An apt call in a later RUN's text, read loosely: the first word that is
 # not an option is the subcommand.
 APT_CALL_RE = re.compile(
-    r"""(?<![\w/.-])
+    r"""(?<![\w.-])(?:\S*/)?               # start of a word, maybe a path
         (?:apt-get|apt|aptitude|apt-cache)  # the program
         (?:\s+(?:-[octaP]|--option|--target-release|--default-release)
            \s+\S+                           # an option and its value
