@@ -388,7 +388,9 @@ def _analyse_all(
     if len(targets) < PARALLEL_THRESHOLD or workers < 2:
         yield from (_analyse(target, choice) for target in targets)
         return
-    context = multiprocessing.get_context("fork")
+    # NOTE: BuildKit's parser is a Go library whose runtime threads do not
+    # survive fork(); workers must start fresh.
+    context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         yield from pool.map(
             _analyse, targets, [choice] * len(targets), chunksize=CHUNK_SIZE
