@@ -321,6 +321,7 @@ def _candidate_names(ref: ImageRef) -> list[str]:
     return names
 
 
+@lru_cache(maxsize=4096)
 def lookup(ref: ImageRef) -> KnownImage | None:
     """Return what the data file says about ``ref`` at its tag, or None."""
     if "$" in ref.repository or "$" in (ref.registry or ""):

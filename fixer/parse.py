@@ -8,6 +8,7 @@ every character no fix touches stays where it was.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from collections.abc import Iterator
@@ -452,23 +453,29 @@ class LogicalText:
     text: str
     pieces: list[tuple[int, int, int]]
 
+    @cached_property
+    def _ends(self) -> list[int]:
+        return [logical + length for logical, _, length in self.pieces]
+
     def raw(self, offset: int) -> int:
         """Return the raw offset of logical ``offset``.
 
         An offset at the end of a piece maps to the end of that piece, so an
         insertion after a word lands before a following continuation.
         """
-        for logical, raw, length in self.pieces:
-            if offset <= logical + length:
-                return raw + max(0, offset - logical)
+        index = bisect.bisect_left(self._ends, offset)
+        if index < len(self.pieces):
+            logical, raw, _ = self.pieces[index]
+            return raw + max(0, offset - logical)
         logical, raw, length = self.pieces[-1]
         return raw + length
 
     def raw_start(self, offset: int) -> int:
         """Return the raw offset of the character that starts at ``offset``."""
-        for logical, raw, length in self.pieces:
-            if offset < logical + length:
-                return raw + max(0, offset - logical)
+        index = bisect.bisect_right(self._ends, offset)
+        if index < len(self.pieces):
+            logical, raw, _ = self.pieces[index]
+            return raw + max(0, offset - logical)
         return self.raw(offset)
 
     def after_keyword_and_flags(self, onbuild: bool) -> LogicalText:

@@ -81,7 +81,20 @@ class Script:
 
 @lru_cache(maxsize=1)
 def _parser() -> tree_sitter.Parser:
-    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_bash.language()))
+    return tree_sitter.Parser(_language())
+
+
+@lru_cache(maxsize=1)
+def _language() -> tree_sitter.Language:
+    return tree_sitter.Language(tree_sitter_bash.language())
+
+
+@lru_cache(maxsize=1)
+def _command_query() -> tree_sitter.QueryCursor:
+    # Every simple command, wherever it sits: lists, pipelines, subshells,
+    # if and for bodies, and command substitutions inside words: $(pip ...).
+    query = tree_sitter.Query(_language(), "(command) @command")
+    return tree_sitter.QueryCursor(query)
 
 
 def read_script(logical: LogicalText) -> Script:
@@ -90,7 +103,10 @@ def read_script(logical: LogicalText) -> Script:
     tree = _parser().parse(data)
     to_char = _byte_to_char(logical.text, data)
     commands: list[Command] = []
-    _collect(tree.root_node, logical, to_char, commands)
+    for node in _command_query().captures(tree.root_node).get("command", []):
+        command = _make_command(node, logical, to_char)
+        if command is not None:
+            commands.append(command)
     commands.sort(key=lambda command: command.logical_start)
     return Script(logical, tuple(commands), tree.root_node.has_error, tree.root_node)
 
@@ -107,21 +123,6 @@ def _byte_to_char(text: str, data: bytes) -> list[int] | None:
         position += size
     table[len(data)] = len(text)
     return table
-
-
-def _collect(
-    node: tree_sitter.Node,
-    logical: LogicalText,
-    to_char: list[int] | None,
-    commands: list[Command],
-) -> None:
-    if node.type == "command":
-        command = _make_command(node, logical, to_char)
-        if command is not None:
-            commands.append(command)
-    for child in node.children:
-        # Command substitutions inside words are commands too: $(pip ...).
-        _collect(child, logical, to_char, commands)
 
 
 def _make_command(
