@@ -114,10 +114,11 @@ def insert_lines_before(
     dockerfile: Dockerfile, line: int, lines: Iterable[str]
 ) -> Edit:
     """Insert whole lines before ``line`` with the file's own line ending."""
-    newline = dockerfile.newline
-    text = "".join(f"{content}{newline}" for content in lines)
     if line >= len(dockerfile.lines):
         return insert_lines_at_end(dockerfile, lines)
+    newline = dockerfile.newline
+    lines = _after_heredoc(dockerfile, line - 1, list(lines))
+    text = "".join(f"{content}{newline}" for content in lines)
     return insert(dockerfile.line_starts[line], text)
 
 
@@ -131,12 +132,26 @@ def insert_lines_after(dockerfile: Dockerfile, line: int, lines: Iterable[str]) 
 def insert_lines_at_end(dockerfile: Dockerfile, lines: Iterable[str]) -> Edit:
     """Append lines; a file without a final newline stays without one."""
     newline = dockerfile.newline
-    body = newline.join(lines)
+    body = newline.join(
+        _after_heredoc(dockerfile, len(dockerfile.lines) - 1, list(lines))
+    )
     if not dockerfile.text:
         return insert(0, body + newline)
     if dockerfile.ends_with_newline:
         return insert(len(dockerfile.text), body + newline)
     return insert(len(dockerfile.text), newline + body)
+
+
+def _after_heredoc(dockerfile: Dockerfile, line: int, lines: list[str]) -> list[str]:
+    """Put a blank line between a heredoc's terminator and inserted lines.
+
+    BuildKit reads ``EOF`` followed directly by ``USER x`` fine, but hadolint
+    and other tools that users run next fail to parse it.
+    """
+    for instruction in dockerfile.instructions:
+        if instruction.heredocs and instruction.last_line == line:
+            return ["", *lines]
+    return lines
 
 
 def continuation(dockerfile: Dockerfile, instruction: Instruction) -> str:

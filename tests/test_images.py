@@ -127,7 +127,7 @@ def test_shipped_users() -> None:
     assert (node.nonroot.name, node.nonroot.uid) == ("node", "1000")
     dotnet8 = lookup(parse_image_ref("mcr.microsoft.com/dotnet/aspnet:8.0"))
     assert dotnet8 is not None and dotnet8.nonroot is not None
-    assert dotnet8.nonroot.uid == "$APP_UID"
+    assert dotnet8.nonroot.uid == "1654"
     assert dotnet8.ports == (8080,)
     dotnet5 = lookup(parse_image_ref("mcr.microsoft.com/dotnet/aspnet:5.0"))
     assert dotnet5 is not None and dotnet5.nonroot is None and dotnet5.ports == (80,)

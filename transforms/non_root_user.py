@@ -9,7 +9,7 @@ What it does:
     - after an explicit USER root, the user in effect before it (an earlier
       USER, or the base image's own default user) is restored;
     - a non-root user the image ships is reused: node (1000) on node,
-      app ($APP_UID) on .NET 8 and later, nonroot (65532) on distroless,
+      app (1654, $APP_UID) on .NET 8 and later, nonroot (65532) on distroless,
       vscode on dev containers;
     - a user the Dockerfile creates itself is reused (its useradd or
       adduser gets a --uid when it has none);
@@ -21,7 +21,7 @@ What it does:
       get only a numeric USER.
     The user is `app` with UID and GID 10001 unless configured, moved off
     any name or UID the image already uses (ubuntu is 1000 on Ubuntu
-    24.04). USER is always numeric (10001:10001, or $APP_UID), since
+    24.04). USER is always numeric (10001:10001, 1654:1654), since
     Kubernetes' runAsNonRoot cannot check a name. Paths declared by VOLUME
     and those in the option `writable` are created and given to the user;
     the WORKDIR and application code stay root-owned and read-only.
