@@ -216,7 +216,7 @@ class ApkCall:
 
 @dataclass
 class Item:
-    """One command (or compound statement) of a top-level && or ; list.
+    """One command (or compound statement) of an && / ; / newline list.
 
     ``start``/``end`` are logical offsets; ``operator`` joins it to the
     next item ("\n" when only a newline does).
@@ -262,13 +262,6 @@ class Body:
         return tuple(_sequence_items(self.script, node.parent, node))
 
 
-def _index_of(items: Sequence[Item], command: Command) -> int | None:
-    for index, item in enumerate(items):
-        if item.command is command:
-            return index
-    return None
-
-
 def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
     default_group = str(settings.option(NAME, "group", DEFAULT_GROUP))
     bodies = _read_bodies(dockerfile)
@@ -279,7 +272,7 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
         if instruction.effective_keyword != "RUN" or instruction.is_json_form:
             continue
         if not dockerfile.is_posix_shell(instruction):
-            if "apk" in instruction.original:
+            if "apk" in instruction.original and "add" in instruction.original:
                 yield Skip(NAME, instruction.first_line, "RUN is not run by sh")
             continue
         if instruction.index in busy:
@@ -644,7 +637,10 @@ def _merge_finding(
     moved_start = add_body.raw_start(add_body.items[0])
     moved_end = add_body.raw_end(add_body.items[-1])
     tail = dockerfile.text[moved_end : add_run.end]
-    if tail.strip(" \t;"):
+    if tail.strip(" \t;\r\n" + dockerfile.escape) and not _has_comment(tail):
+        # RUN apk add gcc &: only whole commands are moved.
+        return None
+    if _has_comment(tail):
         # TODO: an add RUN with text after its last command (RUN apk add gcc
         # # compilers) is not merged, since only its commands move; keeping
         # the comment needs it moved along as a comment line.
@@ -889,6 +885,13 @@ def _plan_group(
         # commands run.
         return Skip(NAME, line, "apk add joined by || or &")
     return Plan(items, target, in_place, add_indexes)
+
+
+def _index_of(items: Sequence[Item], command: Command) -> int | None:
+    for index, item in enumerate(items):
+        if item.command is command:
+            return index
+    return None
 
 
 def _option_key(add: ApkCall) -> tuple[str, ...]:
