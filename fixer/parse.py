@@ -73,6 +73,26 @@ class Instruction:
         """Return the keyword that runs: ``RUN`` for ``ONBUILD RUN``."""
         return self.trigger or self.keyword
 
+    def mount_targets(self, mount_type: str) -> list[str]:
+        """Return where the RUN's ``--mount`` flags of ``mount_type`` mount.
+
+        ``--mount=type=cache,target=/root/.cache/pip`` gives the path for
+        ``"cache"``; a mount with no type is a bind mount.
+        """
+        targets = []
+        for flag in self.flags:
+            if not flag.startswith("--mount="):
+                continue
+            fields = dict(
+                part.partition("=")[::2] for part in flag[len("--mount=") :].split(",")
+            )
+            target = (
+                fields.get("target") or fields.get("dst") or fields.get("destination")
+            )
+            if fields.get("type", "bind") == mount_type and target:
+                targets.append(target)
+        return targets
+
     def flag(self, name: str) -> str | None:
         """Return the value of ``--name=value``, or None when it is absent."""
         prefix = f"--{name}="

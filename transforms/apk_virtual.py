@@ -170,8 +170,6 @@ INERT_KEYWORDS = frozenset(
         "ONBUILD",
     }
 )
-CACHE_MOUNT_RE = re.compile(r"(^|,)type=cache(,|$)")
-TARGET_RE = re.compile(r"(?:^|,)(?:target|dst|destination)=([^,]+)")
 CONSTRAINT_RE = re.compile(r"[=<>~@]")
 COMMENT_RE = re.compile(r"(^|[ \t])#")
 # Variables whose value changes how apk fetches: a moved apk add must not
@@ -471,18 +469,10 @@ def _char_offsets(text: str) -> Callable[[int], int]:
 
 def _has_apk_cache_mount(instruction: Instruction) -> bool:
     # RUN --mount=type=cache,target=/var/cache/apk apk add x
-    for flag in instruction.flags:
-        if not flag.startswith("--mount="):
-            continue
-        spec = flag[len("--mount=") :]
-        target = TARGET_RE.search(spec)
-        if (
-            CACHE_MOUNT_RE.search(spec)
-            and target
-            and ("/var/cache/apk" in target[1] or "/etc/apk/cache" in target[1])
-        ):
-            return True
-    return False
+    return any(
+        "/var/cache/apk" in target or "/etc/apk/cache" in target
+        for target in instruction.mount_targets("cache")
+    )
 
 
 # -- merging an add RUN into a later del RUN ----------------------------------

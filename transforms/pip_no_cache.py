@@ -76,8 +76,6 @@ OPTIONS_WITH_VALUE = frozenset(
         "-C",
     }
 )
-CACHE_MOUNT_RE = re.compile(r"(^|,)type=cache(,|$)")
-TARGET_RE = re.compile(r"(?:^|,)(?:target|dst|destination)=([^,]+)")
 
 
 def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
@@ -111,18 +109,10 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
 
 def _has_pip_cache_mount(instruction: Instruction) -> bool:
     # RUN --mount=type=cache,target=/root/.cache/pip pip install x
-    for flag in instruction.flags:
-        if not flag.startswith("--mount="):
-            continue
-        spec = flag[len("--mount=") :]
-        target = TARGET_RE.search(spec)
-        if (
-            CACHE_MOUNT_RE.search(spec)
-            and target
-            and ("pip" in target[1] or target[1].rstrip("/").endswith(".cache"))
-        ):
-            return True
-    return False
+    return any(
+        "pip" in target or target.rstrip("/").endswith(".cache")
+        for target in instruction.mount_targets("cache")
+    )
 
 
 def _cache_disabled(dockerfile: Dockerfile, instruction: Instruction) -> bool:
