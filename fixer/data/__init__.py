@@ -1,0 +1,1 @@
+"""Data files: the known images and the toolchain-to-runtime table."""
