@@ -533,6 +533,11 @@ def _skip_word(text: str, position: int) -> int:
     return position
 
 
+def join_instruction(dockerfile: Dockerfile, instruction: Instruction) -> LogicalText:
+    """Return an instruction's text joined as BuildKit joins it, mapped to raw."""
+    return _join_continuations(dockerfile, instruction)
+
+
 def _join_continuations(
     dockerfile: Dockerfile, instruction: Instruction
 ) -> LogicalText:

@@ -8,13 +8,14 @@ here carries the raw span an edit can target.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 import tree_sitter
 import tree_sitter_bash
 
-from fixer.parse import Dockerfile, Instruction, LogicalText
+from fixer.parse import Dockerfile, Instruction, LogicalText, join_instruction
 
 logger = logging.getLogger(__name__)
 
@@ -242,3 +243,38 @@ def scripts_of(dockerfile: Dockerfile, instruction: Instruction) -> list[Script]
         cache[instruction.index] = [read_script(text) for text in texts]
     scripts: list[Script] = cache[instruction.index]
     return scripts
+
+
+PLAIN_WORD_RE = re.compile(r"[A-Za-z0-9_./:=+-]+")
+
+
+def plain_command(dockerfile: Dockerfile, instruction: Instruction) -> Command | None:
+    """Return a RUN's command when it is plain words that every shell reads alike.
+
+    For a RUN under cmd or powershell only text such as
+    ``pip install docker-compose==1.29`` qualifies: words of letters, digits
+    and ``_./:=+-`` on one line, with no quotes, variables or operators.
+    """
+    if instruction.effective_keyword != "RUN" or instruction.is_json_form:
+        return None
+    if instruction.heredocs or instruction.first_line != instruction.last_line:
+        return None
+    logical = join_instruction(dockerfile, instruction).after_keyword_and_flags(
+        instruction.trigger is not None
+    )
+    words = []
+    for match in re.finditer(r"\S+", logical.text):
+        if not PLAIN_WORD_RE.fullmatch(match[0]):
+            return None
+        start, end = logical.raw_start(match.start()), logical.raw(match.end())
+        words.append(Word(match[0], match[0], start, end))
+    if not words:
+        return None
+    return Command(
+        words=tuple(words),
+        wrappers=(),
+        start=words[0].start,
+        end=words[-1].end,
+        logical_start=0,
+        logical_end=len(logical.text),
+    )

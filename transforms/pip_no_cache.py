@@ -32,8 +32,9 @@ Fix safety:
 Known gaps:
     - A pip call whose subcommand is a variable (pip $CMD x) is left alone,
       since its subcommand cannot be known.
-    - RUNs under a non-POSIX shell (powershell, cmd) are not edited; a pip
-      install there is reported as skipped.
+    - Under a non-POSIX shell (powershell, cmd) only a RUN of plain words
+      on one line (pip install flask==3.0) is edited; any other pip install
+      there is reported as skipped.
     - A pip configuration file that sets no-cache-dir is not read.
 
 References:
@@ -47,7 +48,7 @@ from collections.abc import Iterator
 
 from fixer.edits import Finding, Fix, Safety, Settings, Skip, insert
 from fixer.parse import Dockerfile, Instruction
-from fixer.shell import Command, Word, scripts_of
+from fixer.shell import Command, Word, plain_command, scripts_of
 
 NAME = "pip-no-cache"
 SAFETY = Safety.SAFE
@@ -83,8 +84,7 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
         if instruction.effective_keyword != "RUN" or instruction.is_json_form:
             continue
         if not dockerfile.is_posix_shell(instruction):
-            if "pip" in instruction.original and "install" in instruction.original:
-                yield Skip(NAME, instruction.first_line, "RUN is not run by sh")
+            yield from _fix_plain_command(dockerfile, instruction)
             continue
         if _has_pip_cache_mount(instruction) or _cache_disabled(
             dockerfile, instruction
@@ -94,17 +94,40 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
             if "PIP_NO_CACHE_DIR" in script.logical.text:
                 continue
             for command in script.commands:
-                position = _subcommand_end(command)
-                if position is None:
-                    continue
-                yield Fix(
-                    transform=NAME,
-                    line=dockerfile.line_of(position),
-                    problem="pip keeps its download cache in the image",
-                    action="add --no-cache-dir",
-                    edits=(insert(position, " --no-cache-dir"),),
-                    safety=SAFETY,
-                )
+                fix = _make_fix(dockerfile, command)
+                if fix is not None:
+                    yield fix
+
+
+def _fix_plain_command(
+    dockerfile: Dockerfile, instruction: Instruction
+) -> Iterator[Finding]:
+    # RUN pip install docker-compose, under powershell or cmd: plain words
+    # mean the same there, so the flag can go in; anything else is reported.
+    command = plain_command(dockerfile, instruction)
+    fix = None if command is None else _make_fix(dockerfile, command)
+    if fix is not None:
+        if not _has_pip_cache_mount(instruction) and not _cache_disabled(
+            dockerfile, instruction
+        ):
+            yield fix
+    elif command is None and "pip" in instruction.original:
+        if "install" in instruction.original:
+            yield Skip(NAME, instruction.first_line, "RUN is not run by sh")
+
+
+def _make_fix(dockerfile: Dockerfile, command: Command) -> Fix | None:
+    position = _subcommand_end(command)
+    if position is None:
+        return None
+    return Fix(
+        transform=NAME,
+        line=dockerfile.line_of(position),
+        problem="pip keeps its download cache in the image",
+        action="add --no-cache-dir",
+        edits=(insert(position, " --no-cache-dir"),),
+        safety=SAFETY,
+    )
 
 
 def _has_pip_cache_mount(instruction: Instruction) -> bool:
