@@ -22,12 +22,13 @@ What it does:
     the switch is made and one RUN after FROM installs those packages with
     ca-certificates; HEALTHCHECK, CMD and ENTRYPOINT count as users too.
 
-    Never switched, with a skip reason: a digest-pinned FROM, a FROM whose
-    whole image is an ARG shared by several stages, a final stage built
-    FROM another stage, or one that other stages build on. An Alpine
-    variant is used only with the option allow-alpine = true and only for
-    images without a Debian slim variant, and never for a stage using
-    apt-get.
+    Never switched, with a skip reason: a stage with ONBUILD triggers (child
+    images run them, pip or npm installs included, and need the full
+    image), a digest-pinned FROM, a FROM whose whole image is an ARG shared
+    by several stages, a final stage built FROM another stage, or one that
+    other stages build on. An Alpine variant is used only with the option
+    allow-alpine = true and only for images without a Debian slim variant,
+    and never for a stage using apt-get.
 
 Why:
     A full python or node image is several hundred megabytes larger than
@@ -56,6 +57,8 @@ Known gaps:
       packages named in RUN lines are judged.
     - Scripts copied into the image and run by RUN are not read.
     - Tags set by --build-arg without a default are left alone.
+    - An image with ONBUILD triggers is skipped even when the triggers only
+      copy files: whether a child build needs compilers is not visible.
 
 References:
     Docker Official Images: the python and node image variants.
@@ -161,6 +164,10 @@ def _guard(
     new_tag: str,
 ) -> str | None:
     """Return why the FROM must not change, or None."""
+    # ONBUILD RUN pip install -r requirements.txt runs in every child image,
+    # which builds on this one and needs its compilers.
+    if any(instruction.keyword == "ONBUILD" for instruction in stage.instructions):
+        return "ONBUILD triggers build in child images"
     if parent is not None:
         return "final stage is built FROM another stage"
     if ref.digest is not None:
