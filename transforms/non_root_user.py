@@ -38,8 +38,9 @@ What it does:
     runuser, chroot --userspec, s6-overlay, supervisord, or an image such
     as postgres whose entrypoint does), the process listens on a port below
     1024 (EXPOSE, --port 80 style flags, nginx and httpd defaults, .NET
-    before 8 on port 80; .NET 8 and later listen on 8080 and are fine), or
-    the stage builds a root file system from scratch.
+    before 8 on port 80; .NET 8 and later listen on 8080 and are fine),
+    the stage builds a root file system from scratch, or the WORKDIR is
+    /root or below it (mode 700, so another user cannot enter it).
 
 Why:
     A process running as root in a container is root on the host's kernel:
@@ -539,6 +540,12 @@ class _Plan:
             return f"listens on port {port} below 1024; use {suggestion}"
         if self.family == "scratch" and _builds_root_filesystem(self.stage):
             return "builds a root file system from scratch"
+        workdir = _workdir(self.dockerfile, self.chain)
+        if workdir is not None and (
+            workdir.rstrip("/") == "/root" or workdir.startswith("/root/")
+        ):
+            # /root is mode 700: another user cannot even enter it.
+            return "WORKDIR /root is not readable by another user"
         return None
 
     def _privilege_dropper(self) -> str | None:
@@ -932,6 +939,23 @@ def _volume_paths(dockerfile: Dockerfile, chain: Sequence[Stage]) -> list[str]:
                     if part.startswith("/") and "$" not in part:
                         paths.append(part)
     return paths
+
+
+def _workdir(dockerfile: Dockerfile, chain: Sequence[Stage]) -> str | None:
+    """Return the WORKDIR in effect at the end of the stage chain, or None."""
+    path: str | None = None
+    for member in reversed(chain):
+        for instruction in member.instructions:
+            if instruction.keyword != "WORKDIR" or not instruction.arguments:
+                continue
+            value, _ = resolve_variables(
+                instruction.arguments[0], dockerfile.environment(instruction)
+            )
+            if path is None or value.startswith("/"):
+                path = value
+            else:
+                path = f"{path.rstrip('/')}/{value}"
+    return path
 
 
 def _is_lower_case(dockerfile: Dockerfile, instruction: Instruction) -> bool:
