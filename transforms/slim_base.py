@@ -15,12 +15,15 @@ What it does:
     compilers, headers and tools that the slim tags lack. When the stage's
     RUNs use a compiler or build tool (gcc, make, ./configure), install
     -dev packages without a compiler, pip-install packages that always
-    build from source (psycopg2, mysqlclient, uwsgi) or run bundle/gem
-    install, the tag is left alone with a skip reason suggesting a
-    multi-stage build. When they only use up to three standalone tools
-    (git, curl, wget, unzip, gpg, ssh) that the stage does not install,
-    the switch is made and one RUN after FROM installs those packages with
-    ca-certificates; HEALTHCHECK, CMD and ENTRYPOINT count as users too.
+    build from source (psycopg2, mysqlclient, uwsgi), or install language
+    packages at all (pip, python -m pip, uv, pipenv, poetry, npm ci or
+    install, yarn, pnpm, gem, bundle, composer) without installing a
+    compiler themselves (and python3 too, for node-gyp), the tag is left
+    alone with a skip reason suggesting a multi-stage build. When they
+    only use up to three standalone tools (git, curl, wget, unzip, gpg,
+    ssh) that the stage does not install, the switch is made and one RUN
+    after FROM installs those packages with ca-certificates; HEALTHCHECK,
+    CMD and ENTRYPOINT count as users too.
 
     Never switched, with a skip reason: a stage with ONBUILD triggers (child
     images run them, pip or npm installs included, and need the full
@@ -48,13 +51,14 @@ Example:
 
 Fix safety:
     Unsafe. The slim image lacks compilers, -dev headers and many tools.
-    dfix reads only the Dockerfile: a pip, npm or gem dependency listed in
-    a requirements file that has no prebuilt wheel or binary will fail to
-    build, and a script run by the container may call a tool that is gone.
+    Stages that install language packages are skipped, but a script run by
+    the container (or by a RUN) may still call a tool that is gone.
 
 Known gaps:
-    - Requirements files, package.json and Gemfiles are not read; only
-      packages named in RUN lines are judged.
+    - Requirements files, package.json and Gemfiles are not read, so any
+      pip, npm, yarn, gem, bundle or composer install on a full image is
+      skipped, even when every package is pure Python or JavaScript. A
+      multi-stage build is the way to a slim final image there.
     - Scripts copied into the image and run by RUN are not read.
     - Tags set by --build-arg without a default are left alone.
     - An image with ONBUILD triggers is skipped even when the triggers only
@@ -99,6 +103,27 @@ MAX_ADDED_PACKAGES = 3
 NETWORK_TOOLS = frozenset({"git", "curl", "wget", "mercurial", "subversion"})
 PIP_RE = re.compile(r"pip(\d+(\.\d+)?)?")
 REQUIREMENT_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+")
+NATIVE_CODE_REASON = (
+    "installs packages that may build native code; consider multi-stage"
+)
+# Package managers and the subcommands that install packages. An empty
+# subcommand ("") is the bare command: yarn alone, bundle alone.
+LANGUAGE_INSTALLS: dict[str, frozenset[str]] = {
+    "pip": frozenset({"install"}),
+    "npm": frozenset({"ci", "install", "i", "add", "update"}),
+    "yarn": frozenset({"", "install", "add"}),
+    "pnpm": frozenset({"install", "i", "add"}),
+    "gem": frozenset({"install"}),
+    "bundle": frozenset({"", "install"}),
+    "bundler": frozenset({"", "install"}),
+    "composer": frozenset({"install", "require", "update"}),
+    "pipenv": frozenset({"install", "sync"}),
+    "poetry": frozenset({"install", "add"}),
+}
+PYTHON_PACKAGES = frozenset({"python3", "python3-minimal", "python-is-python3"})
+# node-gyp builds npm packages with python3 as well as a compiler.
+NODE_MANAGERS = frozenset({"npm", "yarn", "pnpm"})
+PYTHON_RE = re.compile(r"python(\d+(\.\d+)?)?")
 WHOLE_VARIABLE_RE = re.compile(
     r"""\$(?:
         \{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}   # ${BASE}
@@ -132,6 +157,9 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
         yield Skip(NAME, line, reason)
         return
     need, packages = _needs(dockerfile, stage, known)
+    if need == NATIVE_CODE_REASON:
+        yield Skip(NAME, line, need)
+        return
     if need is not None:
         yield Skip(NAME, line, f"{need}; consider a multi-stage build")
         return
@@ -227,8 +255,17 @@ def _needs(
                     native = _native_pip(values, full.native_pip)
                     if native is not None and not has_compiler:
                         return f"pip builds {native} from source", []
-                    if any("git+" in value for value in values):
-                        _add(missing, full.tools.get("git"), installed)
+                manager = _language_install(program, values)
+                if manager is not None and not _builds_native(
+                    manager, installed, full.build_packages
+                ):
+                    # TODO: npm ci, pip install -r requirements.txt and the
+                    # like are skipped on a full image: the lock or
+                    # requirements file is not read, so a package that
+                    # compiles (node-gyp, an sdist) cannot be ruled out.
+                    return NATIVE_CODE_REASON, []
+                if manager == "pip" and any("git+" in value for value in values):
+                    _add(missing, full.tools.get("git"), installed)
                 _add(missing, full.tools.get(program), installed)
     for word in _runtime_words(stage):
         _add(missing, full.tools.get(word.rsplit("/", 1)[-1]), installed)
@@ -239,6 +276,33 @@ def _needs(
     if any(package in NETWORK_TOOLS for package in missing):
         missing.insert(0, "ca-certificates")
     return None, missing
+
+
+def _language_install(program: str, values: list[str]) -> str | None:
+    """Return the package manager when the command installs packages."""
+    if PYTHON_RE.fullmatch(program) and values[:3] == ["-m", "pip", "install"]:
+        return "pip"
+    if PIP_RE.fullmatch(program):
+        program = "pip"
+    if program == "uv" and (values[:1] == ["sync"] or values[:2] == ["pip", "install"]):
+        return "pip"
+    subcommands = LANGUAGE_INSTALLS.get(program)
+    if subcommands is None:
+        return None
+    # The first word that is not an option: npm --prefix x ci is rare, so
+    # an option's value is not skipped; an unknown word means no install.
+    words = [value for value in values if not value.startswith("-")]
+    subcommand = words[0] if words else ""
+    return program if subcommand in subcommands else None
+
+
+def _builds_native(
+    manager: str, installed: set[str], compilers: frozenset[str]
+) -> bool:
+    """Tell whether the stage installs what native builds of ``manager`` need."""
+    if not installed & compilers:
+        return False
+    return manager not in NODE_MANAGERS or bool(installed & PYTHON_PACKAGES)
 
 
 def _add(missing: list[str], package: str | None, installed: set[str]) -> None:
