@@ -28,10 +28,16 @@ What it does:
     Never switched, with a skip reason: a stage with ONBUILD triggers (child
     images run them, pip or npm installs included, and need the full
     image), a digest-pinned FROM, a FROM whose whole image is an ARG shared
-    by several stages, a final stage built FROM another stage, or one that
-    other stages build on. An Alpine variant is used only with the option
-    allow-alpine = true and only for images without a Debian slim variant,
-    and never for a stage using apt-get.
+    by several stages or whose RUNs branch on the distro (read
+    /etc/os-release or ID=, or use two package managers), a final stage
+    built FROM another stage, one that other stages build on, and dev
+    containers (a path under .devcontainer, a file named
+    *dev-container.dockerfile, or an image under
+    mcr.microsoft.com/devcontainers or its vscode/devcontainers
+    predecessor), whose images keep their tools on purpose. An Alpine
+    variant is used only with the option allow-alpine = true and only for
+    images without a Debian slim variant, and never for a stage using
+    apt-get.
 
 Why:
     A full python or node image is several hundred megabytes larger than
@@ -61,6 +67,10 @@ Known gaps:
       multi-stage build is the way to a slim final image there.
     - Scripts copied into the image and run by RUN are not read.
     - Tags set by --build-arg without a default are left alone.
+    - ARG IMAGE=debian:10 / FROM ${IMAGE} is skipped whenever a RUN anywhere
+      in the file reads the distro, even if that RUN only prints it.
+    - Dev containers are found by path and image name only; one kept
+      elsewhere under another name is treated like any other image.
     - An image with ONBUILD triggers is skipped even when the triggers only
       copy files: whether a child build needs compilers is not visible.
 
@@ -124,6 +134,29 @@ PYTHON_PACKAGES = frozenset({"python3", "python3-minimal", "python-is-python3"})
 # node-gyp builds npm packages with python3 as well as a compiler.
 NODE_MANAGERS = frozenset({"npm", "yarn", "pnpm"})
 PYTHON_RE = re.compile(r"python(\d+(\.\d+)?)?")
+DEV_CONTAINER_REPOSITORIES = (
+    "mcr.microsoft.com/vscode/devcontainers/",
+    "mcr.microsoft.com/devcontainers/",
+)
+# A RUN that asks which distro it runs on: . /etc/os-release, ID=alpine,
+# "${ID}", "$ID_LIKE".
+DISTRO_CHECK_RE = re.compile(
+    r"""/etc/os-release
+      | (?<![\w$])ID(?:_LIKE)?=            # ID=alpine, ID_LIKE=debian
+      | \$\{?ID(?:_LIKE)?(?![\w])          # $ID, ${ID_LIKE}
+    """,
+    re.VERBOSE,
+)
+PACKAGE_MANAGERS = {
+    "apt-get": "apt",
+    "apt": "apt",
+    "apk": "apk",
+    "yum": "rpm",
+    "dnf": "rpm",
+    "microdnf": "rpm",
+    "zypper": "zypper",
+    "pacman": "pacman",
+}
 WHOLE_VARIABLE_RE = re.compile(
     r"""\$(?:
         \{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}   # ${BASE}
@@ -192,6 +225,8 @@ def _guard(
     new_tag: str,
 ) -> str | None:
     """Return why the FROM must not change, or None."""
+    if _is_dev_container(dockerfile, ref):
+        return "dev container images keep their tools"
     # ONBUILD RUN pip install -r requirements.txt runs in every child image,
     # which builds on this one and needs its compilers.
     if any(instruction.keyword == "ONBUILD" for instruction in stage.instructions):
@@ -203,6 +238,11 @@ def _guard(
     if dependents(dockerfile, stage):
         return "other stages build on the final stage"
     name = _whole_variable(stage.image)
+    if name is not None and _branches_on_distro(dockerfile):
+        # ARG IMAGE_TO_TEST=debian:10 / FROM ${IMAGE_TO_TEST} / RUN . \
+        # /etc/os-release && if [ "${ID}" = "alpine" ]: the default is one
+        # of many images the file is built on, not a choice to slim.
+        return "base image is a build argument that may change distro"
     if name is not None:
         users = [other for other in dockerfile.stages if _whole_variable(other.image)]
         if sum(_whole_variable(other.image) == name for other in users) > 1:
@@ -212,6 +252,30 @@ def _guard(
         if manager not in (None, "apk"):
             return f"stage uses {manager}, which Alpine lacks"
     return None
+
+
+def _is_dev_container(dockerfile: Dockerfile, ref: ImageRef) -> bool:
+    """Tell whether the file builds a VS Code dev container image."""
+    path = dockerfile.path.replace("\\", "/").lower()
+    if ".devcontainer" in path or path.endswith("dev-container.dockerfile"):
+        return True
+    return ref.full_name.lower().startswith(DEV_CONTAINER_REPOSITORIES)
+
+
+def _branches_on_distro(dockerfile: Dockerfile) -> bool:
+    """Tell whether a RUN reads the distro or uses two package managers."""
+    managers: set[str] = set()
+    for instruction in dockerfile.instructions:
+        if instruction.effective_keyword != "RUN":
+            continue
+        if DISTRO_CHECK_RE.search(instruction.original):
+            return True
+        for script in scripts_of(dockerfile, instruction):
+            for command in script.commands:
+                manager = PACKAGE_MANAGERS.get(command.program or "")
+                if manager is not None:
+                    managers.add(manager)
+    return len(managers) > 1
 
 
 def _whole_variable(image: str) -> str | None:
