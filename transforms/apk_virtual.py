@@ -5,10 +5,13 @@ What it does:
     (apk add, apk --no-cache add, apk -U add, apk add --update; behind sudo
     or env; inside &&, ||, if and for bodies, and in a RUN <<EOF script).
     The flag is added even when the RUN later runs rm -rf /var/cache/apk/*
-    (it is harmless there and keeps the rule simple) and to apk add
-    --no-network (nothing is fetched, so it changes nothing). It is not
-    added when the RUN mounts a cache over /var/cache/apk or
-    /etc/apk/cache, since that cache is wanted.
+    (it is harmless there and keeps the rule simple). It is not added, with
+    a skip reason, to apk add --no-network (nothing is fetched, so nothing
+    is cached). It is not added when the RUN mounts a cache over
+    /var/cache/apk or /etc/apk/cache, since that cache is wanted, nor, with
+    a skip reason, when a RUN with any cache mount names /etc/apk/cache or
+    --cache-dir (ln -s /pkg-cache /etc/apk/cache): --no-cache would bypass
+    the cache the author set up.
 
     When a RUN adds packages and a later apk del in the same command list
     deletes some of them by name, those build-only packages become one
@@ -86,6 +89,9 @@ Known gaps:
     - A del RUN that mixes ; or || with && and does not start with set -e
       is not merged with the add RUN; a skip is reported.
     - RUNs under a non-POSIX shell are not edited.
+    - A cache-mounted RUN that mentions /etc/apk/cache or --cache-dir gets
+      no --no-cache even if the mention is not what points apk's cache
+      into the mount.
 
 References:
     hadolint DL3019. Alpine wiki: Alpine Package Keeper (apk add -t).
@@ -211,6 +217,10 @@ class ApkCall:
     def no_cache(self) -> bool:
         return any(option[0].value == "--no-cache" for option in self.options)
 
+    @property
+    def no_network(self) -> bool:
+        return any(option[0].value == "--no-network" for option in self.options)
+
 
 @dataclass
 class Item:
@@ -276,6 +286,9 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
         if instruction.index in busy:
             continue
         wants_no_cache = not _has_apk_cache_mount(instruction)
+        linked = wants_no_cache and _links_apk_cache(instruction)
+        if linked:
+            wants_no_cache = False
         for body in bodies.get(instruction.index, []):
             handled: set[int] = set()
             finding = _group_finding(
@@ -283,6 +296,13 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
             )
             if finding is not None:
                 yield finding
+            if linked:
+                # RUN --mount=type=cache,target=/pkg-cache ln -s /pkg-cache
+                # /etc/apk/cache && apk add x: --no-cache would bypass it.
+                for call in body.calls:
+                    if call.action == "add" and not call.no_cache:
+                        line = dockerfile.line_of(call.subcommand.end)
+                        yield Skip(NAME, line, "apk cache is kept in a cache mount")
             if not wants_no_cache:
                 continue
             # TODO: an apk update before the add (apk update && apk add x) is
@@ -293,6 +313,12 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
                 if call.action != "add" or call.no_cache:
                     continue
                 if call.command.logical_start in handled:
+                    continue
+                if call.no_network:
+                    # apk add --no-network .rundeps $runDeps: nothing is
+                    # fetched, so there is no index to cache.
+                    line = dockerfile.line_of(call.subcommand.end)
+                    yield Skip(NAME, line, "apk add --no-network fetches nothing")
                     continue
                 yield Fix(
                     transform=NAME,
@@ -472,6 +498,15 @@ def _has_apk_cache_mount(instruction: Instruction) -> bool:
     return any(
         "/var/cache/apk" in target or "/etc/apk/cache" in target
         for target in instruction.mount_targets("cache")
+    )
+
+
+def _links_apk_cache(instruction: Instruction) -> bool:
+    """Tell whether a cache-mounted RUN points apk's cache into the mount."""
+    if not instruction.mount_targets("cache"):
+        return False
+    return "/etc/apk/cache" in instruction.original or (
+        "--cache-dir" in instruction.original
     )
 
 
@@ -968,7 +1003,8 @@ def _group_edits(
     host, host_words = builds[0]
     if plan.in_place:
         # RUN apk add gcc && make && apk del gcc: the add becomes the group.
-        flags = " --no-cache" if wants_no_cache and not host.no_cache else ""
+        plain = wants_no_cache and not host.no_cache and not host.no_network
+        flags = " --no-cache" if plain else ""
         anchor = host.subcommand
         next_word = _word_after(host.command, anchor)
         if next_word is not None and next_word.value == "--no-cache":
@@ -1011,7 +1047,7 @@ def _group_edits(
             # as it is; keeping it needs a removal that skips comment lines.
             return comment_skip
         edits.extend(removal)
-        if wants_no_cache and not add.no_cache:
+        if wants_no_cache and not add.no_cache and not add.no_network:
             edits.append(insert(add.subcommand.end, " --no-cache"))
 
     deleted = {_package_name(word.value) for _, words in builds for word in words}
