@@ -34,17 +34,17 @@ What it does:
       Node 16) at the end of the build stage; node's slim tag gets the
       WORKDIR copied whole.
     The original FROM line gets " AS build" (or keeps its alias) and every
-    build step stays byte for byte. The instructions that only describe how
+    build step stays byte for byte, as do blank lines at the end of the file:
+    the new stage goes in before them. The instructions that only describe how
     the container runs (CMD, ENTRYPOINT, EXPOSE, HEALTHCHECK, STOPSIGNAL,
-    LABEL, MAINTAINER) move, with the comment lines right above them, to a
-    new last stage. That stage also gets WORKDIR /app (Python and Node keep
-    their own WORKDIR), a COPY --from=build
-    of the artifact, the ENV instructions the program may read (not the
-    toolchain's own GO*, DOTNET_CLI_*, NUGET_* or PATH), the stage ARGs that
-    moved lines use, the last USER when the runtime image has that user,
-    and the run-time libraries that the build's -dev packages imply. The
-    entry command is rewritten to the artifact's new path. Global ARGs stay
-    before the first FROM.
+    LABEL, MAINTAINER) move, with the comment lines right above them, to a new
+    last stage. That stage also gets WORKDIR /app (Python and Node keep their
+    own WORKDIR), a COPY --from=build of the artifact, the ENV instructions the
+    program may read (not the toolchain's own GO*, DOTNET_CLI_*, NUGET_* or
+    PATH), the stage ARGs that moved lines use, the last USER when the runtime
+    image has that user, and the run-time libraries that the build's -dev
+    packages imply. The entry command is rewritten to the artifact's new path.
+    Global ARGs stay before the first FROM.
     It leaves alone, with a skip reason: a file that is already multi-stage
     and ends on a toolchain image, a stage with ONBUILD triggers, Windows
     images, an entry command that runs the toolchain (dotnet run, go run),
@@ -107,6 +107,9 @@ Known gaps:
       a newer runtime.
     - A pinned digest on the toolchain image has no runtime equivalent; the
       runtime image is written by tag.
+    - Blank lines left between the build steps and the moved lines are
+      dropped so that one blank line separates the stages; only those at
+      the very end of the file are kept.
 
 References:
     Docker docs, "Multi-stage builds".
@@ -1572,8 +1575,11 @@ def _build_stage_edits(
             else len(dockerfile.text)
         )
         edits.append(Edit(dockerfile.line_starts[first], end, ""))
+    trailing = _trailing_blank_lines(context)
     last_kept = max(
-        line for line in range(len(dockerfile.lines)) if line not in deleted
+        line
+        for line in range(len(dockerfile.lines))
+        if line not in deleted and line not in trailing
     )
     tail = "".join(
         _keyword_case(line, _is_lower_case(context)) + newline
@@ -1581,6 +1587,13 @@ def _build_stage_edits(
     )
     body = tail + newline + newline.join(final_lines)
     ending = newline if dockerfile.ends_with_newline else ""
+    if trailing and dockerfile.line_starts[trailing[0]] > 0:
+        # FROM ... / CMD [...] / <blank>: the stage ends before the blank
+        # lines, which keep their bytes.
+        at = dockerfile.line_starts[trailing[0]]
+        lead = "" if dockerfile.text[:at].endswith("\n") else newline
+        edits.append(insert(at, f"{lead}{body}{newline}"))
+        return edits
     if last_kept == len(dockerfile.lines) - 1:
         lead = "" if dockerfile.ends_with_newline else newline
         text = f"{lead}{body}{ending}"
@@ -1613,14 +1626,35 @@ def _deleted_lines(context: Context) -> set[int]:
             continue
         previous = "blank" if blank else "kept"
         gap = False
-    # Blank lines at the end: the new stage brings its own separator.
+    # Blank lines the move leaves at the end of the build stage: the new
+    # stage brings its own separator. Blank lines at the end of the file
+    # stay where they are, and the new stage goes in before them.
+    trailing = _trailing_blank_lines(context)
     for line in range(len(dockerfile.lines) - 1, context.stage.first_line, -1):
-        if line in deleted:
+        if line in deleted or line in trailing:
             continue
         if line in covered or dockerfile.line_text(line).strip():
             break
         deleted.add(line)
-    return deleted
+    return deleted - set(trailing)
+
+
+def _trailing_blank_lines(context: Context) -> range:
+    """Return the blank lines after the file's last non-blank line."""
+    dockerfile = context.dockerfile
+    covered = {
+        line
+        for instruction in context.stage.instructions
+        for line in range(instruction.first_line, instruction.last_line + 1)
+    }
+    first = len(dockerfile.lines)
+    while (
+        first - 1 > context.stage.first_line
+        and first - 1 not in covered
+        and not dockerfile.line_text(first - 1).strip()
+    ):
+        first -= 1
+    return range(first, len(dockerfile.lines))
 
 
 def _runs_of(lines: list[int]) -> Iterator[tuple[int, int]]:
