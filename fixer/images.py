@@ -334,6 +334,12 @@ def lookup(ref: ImageRef) -> KnownImage | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def needs_root_programs() -> frozenset[str]:
+    """Return programs that need root or capabilities to run at all."""
+    return frozenset(str(name) for name in _data().get("needs_root_programs", []))
+
+
 def family_from_tag(tag: str | None) -> str | None:
     """Return the family an unknown image's tag names: ``x:1.2-alpine``."""
     if not tag:

@@ -39,8 +39,12 @@ What it does:
     as postgres whose entrypoint does), the process listens on a port below
     1024 (EXPOSE, --port 80 style flags, nginx and httpd defaults, .NET
     before 8 on port 80; .NET 8 and later listen on 8080 and are fine),
-    the stage builds a root file system from scratch, or the WORKDIR is
-    /root or below it (mode 700, so another user cannot enter it).
+    the stage builds a root file system from scratch, the WORKDIR is
+    /root or below it (mode 700, so another user cannot enter it), the
+    ENTRYPOINT or CMD program needs root or capabilities (openvpn,
+    tcpdump, sshd, cron, dockerd and the others listed as
+    needs_root_programs in fixer/data/images.toml), or a VOLUME or ENV
+    names docker.sock.
 
 Why:
     A process running as root in a container is root on the host's kernel:
@@ -77,6 +81,8 @@ Known gaps:
     - A USER holding a variable that cannot be resolved counts as non-root.
     - Ports set in configuration files (nginx.conf, appsettings.json) are
       not read.
+    - A program needing root is recognised only as the first word of the
+      ENTRYPOINT or CMD; one started by an entrypoint script is not seen.
 
 References:
     hadolint DL3002. Docker docs: Dockerfile reference, USER.
@@ -100,7 +106,7 @@ from fixer.edits import (
     insert_lines_after,
     replace,
 )
-from fixer.images import KnownImage, resolve_variables
+from fixer.images import KnownImage, needs_root_programs, resolve_variables
 from fixer.parse import Dockerfile, Instruction, Stage
 from fixer.shell import Command, Script, Word, scripts_of
 from fixer.stages import (
@@ -530,6 +536,9 @@ class _Plan:
         dropper = self._privilege_dropper()
         if dropper is not None:
             return f"entrypoint drops privileges itself ({dropper})"
+        reason = self._needs_root_reason()
+        if reason is not None:
+            return reason
         port = self._privileged_port()
         if port is not None:
             suggestion = (
@@ -565,6 +574,25 @@ class _Plan:
             return installed
         if self.known is not None and self.known.drops_privileges and not entry_words:
             return f"{image_of(self.dockerfile, self.stage).name} entrypoint"
+        return None
+
+    def _needs_root_reason(self) -> str | None:
+        """Say why the container's program needs root, or return None.
+
+        --cap-add gives capabilities to root only, so a program such as
+        tcpdump or openvpn cannot work as another user.
+        """
+        entry_words = _entry_words(self.chain)
+        if entry_words:
+            base = entry_words[0].strip("\"'").rsplit("/", 1)[-1]
+            if base in needs_root_programs():
+                return f"runs {base}, which needs root or capabilities"
+        for member in self.chain:
+            for instruction in member.instructions:
+                if instruction.keyword in ("VOLUME", "ENV") and any(
+                    "docker.sock" in argument for argument in instruction.arguments
+                ):
+                    return "uses docker.sock, which needs root"
         return None
 
     def _privileged_port(self) -> int | None:
