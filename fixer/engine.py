@@ -9,13 +9,14 @@ are dropped for the file and reported as a dfix bug.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import logging
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fixer.edits import Fix, Safety, Settings, Skip, apply_edits, overlaps
+from fixer.edits import Edit, Fix, Safety, Settings, Skip, apply_edits, overlaps
 from fixer.errors import ParseError
 from fixer.parse import Dockerfile, parse
 from transforms import ALL, Transform
@@ -172,11 +173,11 @@ def fix_text(
 
 
 def _is_suppressed(dockerfile: Dockerfile, finding: Fix | Skip) -> bool:
-    for instruction in dockerfile.instructions:
-        if instruction.first_line <= finding.line <= instruction.last_line:
-            names = dockerfile.suppressed(instruction)
-            return names is not None and (not names or finding.transform in names)
-    return False
+    instruction = dockerfile.instruction_at(finding.line)
+    if instruction is None:
+        return False
+    names = dockerfile.suppressed(instruction)
+    return names is not None and (not names or finding.transform in names)
 
 
 def _without_overlaps(fixes: Sequence[Fix]) -> list[Fix]:
@@ -185,11 +186,33 @@ def _without_overlaps(fixes: Sequence[Fix]) -> list[Fix]:
     A dropped fix is found again on the next pass, against the new text.
     """
     kept: list[Fix] = []
+    spans: list[tuple[int, int]] = []
     for fix in fixes:
-        if any(overlaps(fix.edits, other.edits) for other in kept):
+        if any(_touches(spans, edit) for edit in fix.edits):
             continue
         kept.append(fix)
+        for edit in fix.edits:
+            bisect.insort(spans, (edit.start, edit.end))
     return kept
+
+
+def _touches(spans: list[tuple[int, int]], edit: Edit) -> bool:
+    """Tell whether ``edit`` overlaps one of the sorted ``spans``.
+
+    Two insertions at the same offset overlap, since their order would be
+    a guess; so does an insertion strictly inside a replaced span.
+    """
+    index = bisect.bisect_left(spans, (edit.start, edit.start))
+    for start, end in spans[max(0, index - 1) : index + 1]:
+        if overlaps([edit], [Edit(start, end, "")]):
+            return True
+    # Earlier spans that start before this edit may still reach into it.
+    for start, end in reversed(spans[: max(0, index - 1)]):
+        if end <= edit.start:
+            break
+        if overlaps([edit], [Edit(start, end, "")]):
+            return True
+    return False
 
 
 def _original_line(origin: list[int], line: int) -> int:

@@ -266,6 +266,30 @@ class Dockerfile:
                             values[name] = default
         return values
 
+    def mentions(self, word: str, ignore_case: bool = False) -> bool:
+        """Tell whether ``word`` occurs anywhere in the text (cached)."""
+        key = f"mentions:{ignore_case}:{word}"
+        found = self.cache.get(key)
+        if not isinstance(found, bool):
+            if ignore_case:
+                found = word.lower() in self.text.lower()
+            else:
+                found = word in self.text
+            self.cache[key] = found
+        return found
+
+    def instruction_at(self, line: int) -> Instruction | None:
+        """Return the instruction whose lines include ``line``, if any."""
+        starts = self.cache.get("instruction_starts")
+        if not isinstance(starts, list):
+            starts = [instruction.first_line for instruction in self.instructions]
+            self.cache["instruction_starts"] = starts
+        index = bisect.bisect_right(starts, line) - 1
+        if index < 0:
+            return None
+        instruction = self.instructions[index]
+        return instruction if line <= instruction.last_line else None
+
     def suppressed(self, instruction: Instruction) -> frozenset[str] | None:
         """Return transform names suppressed for ``instruction``.
 
@@ -298,21 +322,36 @@ class Dockerfile:
         """
         if instruction.stage < 0:
             return True
-        stage: Stage | None = self.stages[instruction.stage]
-        while stage is not None:
-            for earlier in reversed(stage.instructions):
-                if earlier.index >= instruction.index or earlier.keyword != "SHELL":
-                    continue
-                return _names_posix_shell(earlier)
+        shells = self.cache.get("posix_shells")
+        if not isinstance(shells, dict):
+            shells = self._posix_shells()
+            self.cache["posix_shells"] = shells
+        return bool(shells[instruction.index])
+
+    def _posix_shells(self) -> dict[int, bool]:
+        """Return, per instruction, whether sh runs it; one pass per stage."""
+        result: dict[int, bool] = {}
+        at_end: dict[int, bool] = {}
+        for stage in self.stages:
             parent = self.parent_stage(stage)
-            if parent is None:
-                image = stage.image.lower()
-                return not (
-                    any(marker in image for marker in WINDOWS_IMAGE_MARKERS)
-                    or self.escape == "`"
-                )
-            stage = parent
-        return True
+            if parent is not None:
+                posix = at_end[parent.index]
+            else:
+                posix = not self._is_windows_image(stage)
+            for instruction in stage.instructions:
+                result[instruction.index] = posix
+                if instruction.keyword == "SHELL":
+                    posix = _names_posix_shell(instruction)
+            at_end[stage.index] = posix
+        return result
+
+    def _is_windows_image(self, stage: Stage) -> bool:
+        image = stage.image.lower()
+        if any(marker in image for marker in WINDOWS_IMAGE_MARKERS):
+            return True
+        # "# escape=`" is the Windows convention; it decides only when the
+        # image itself is a variable and cannot tell.
+        return self.escape == "`" and image.startswith("$")
 
     # -- reading -------------------------------------------------------------
 

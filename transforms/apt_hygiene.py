@@ -515,6 +515,8 @@ def _is_yes_option(value: str) -> bool:
 
 def _recommends_off_in_stage(dockerfile: Dockerfile, instruction: Instruction) -> bool:
     """Tell whether an earlier RUN wrote Install-Recommends "0" to apt.conf."""
+    if not dockerfile.mentions("recommends", ignore_case=True):
+        return False
     for earlier in _stage_chain_before(dockerfile, instruction):
         if earlier.effective_keyword == "RUN" and RECOMMENDS_OFF_RE.search(
             dockerfile.text[earlier.start : earlier.end]

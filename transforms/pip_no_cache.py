@@ -141,6 +141,8 @@ def _has_pip_cache_mount(instruction: Instruction) -> bool:
 def _cache_disabled(dockerfile: Dockerfile, instruction: Instruction) -> bool:
     # pip disables its cache for any value it can read as a boolean, even
     # "false", so only the variable's presence matters.
+    if not dockerfile.mentions("PIP_NO_CACHE_DIR"):
+        return False
     return "PIP_NO_CACHE_DIR" in dockerfile.environment(instruction)
 
 
