@@ -144,6 +144,10 @@ def fix_command(
     branch: Annotated[
         str, typer.Option("--branch", help="Branch for --commit.")
     ] = "dfix/fixes",
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Do not list the places left unchanged."),
+    ] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Fix Dockerfiles: show diffs (default), write them, or check for CI."""
@@ -156,8 +160,9 @@ def fix_command(
     targets = paths or ["."]
     run = _make_run(mode, select, ignore, safe, output_format)
     run.reporter.mode = mode
+    run.reporter.quiet = quiet
     if targets == ["-"]:
-        raise typer.Exit(_fix_stdin(run))
+        raise typer.Exit(_fix_stdin(run, explicit_diff=diff))
     if "-" in targets:
         _usage("'-' (stdin) cannot be combined with other paths")
     if commit:
@@ -346,7 +351,9 @@ def _selection(run: Run, config: Config) -> Selection:
     )
 
 
-def _fix_stdin(run: Run) -> int:
+def _fix_stdin(run: Run, explicit_diff: bool) -> int:
+    """Fix stdin: print the fixed text, or with --diff a diff, or with
+    --check nothing; --diff and --check exit 1 when fixes are pending."""
     raw = sys.stdin.buffer.read()
     try:
         source = files.decode_source(raw, "<stdin>")
@@ -359,8 +366,17 @@ def _fix_stdin(run: Run) -> int:
         )
     except DfixError as error:
         run.reporter.error(str(error))
-        sys.stdout.buffer.write(raw)
+        if run.mode != "check" and not explicit_diff:
+            sys.stdout.buffer.write(raw)
         return EXIT_ERROR
+    prefix = files.BOM if source.bom else ""
+    if explicit_diff:
+        diff = unified_diff(prefix + result.original, prefix + result.fixed, "-")
+        run.reporter.file_done(result, "<stdin>", diff)
+        return EXIT_FIXES if result.changed else EXIT_CLEAN
+    if run.mode == "check":
+        run.reporter.file_done(result, "<stdin>", "")
+        return EXIT_FIXES if result.changed else EXIT_CLEAN
     run.reporter.mode = "write"
     run.reporter.file_done(result, "<stdin>", "")
     sys.stdout.buffer.write(files.encode_source(source, result.fixed))
@@ -425,11 +441,20 @@ def _targets(paths: list[str], run: Run) -> list[files.Target]:
     for name in paths:
         path = pathlib.Path(name)
         if path.is_dir():
-            in_folder = [
-                target
-                for target in files.find_targets(path)
-                if not _excluded(target.path, run)
-            ]
+            in_folder = []
+            for target in files.find_targets(path):
+                if _excluded(target.path, run):
+                    continue
+                if files.leaves_tree(target):
+                    # Never followed, in any mode, so diffs match --write.
+                    run.reporter.file_error(
+                        str(target.path),
+                        f"{target.path}: is a symlink to a file outside {name}; "
+                        "left alone",
+                    )
+                    run.failed = True
+                    continue
+                in_folder.append(target)
             if not in_folder:
                 run.reporter.error(f"{name}: no Dockerfiles found in this folder")
                 run.failed = True
@@ -463,7 +488,8 @@ def _finish_target(target: files.Target, outcome: Outcome, run: Run) -> None:
         return
     source, result = outcome.source, outcome.result
     assert source is not None and result is not None
-    diff = unified_diff(result.original, result.fixed, display)
+    prefix = files.BOM if source.bom else ""
+    diff = unified_diff(prefix + result.original, prefix + result.fixed, display)
     if result.bugs:
         run.failed = True
     if result.changed:

@@ -211,14 +211,22 @@ def write_atomically(target: Target, source: SourceText, text: str) -> None:
     logger.debug("wrote %s", path)
 
 
+def leaves_tree(target: Target) -> bool:
+    """Tell whether ``target`` is a symlink to a file outside its tree."""
+    if not target.path.is_symlink():
+        return False
+    resolved = target.path.resolve()
+    tree = target.tree.resolve()
+    return resolved != tree and tree not in resolved.parents
+
+
 def _write_destination(target: Target) -> pathlib.Path:
     path = target.path
     if not path.is_symlink():
         return path
-    resolved = path.resolve()
-    tree = target.tree.resolve()
-    if resolved != tree and tree not in resolved.parents:
+    if leaves_tree(target):
         raise WriteError(
-            f"{path}: is a symlink to {resolved}, outside {target.tree}; not written"
+            f"{path}: is a symlink to {path.resolve()}, outside {target.tree}; "
+            "not written"
         )
-    return resolved
+    return path.resolve()

@@ -36,13 +36,18 @@ class Reporter:
 
     mode: str  # "diff", "write", "check" or "stdin"
     output_format: str = "text"
+    quiet: bool = False
     totals: Totals = field(default_factory=Totals)
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        no_color = "NO_COLOR" in os.environ
+        plain = bool(os.environ.get("NO_COLOR"))
         self.err = Console(
-            stderr=True, no_color=no_color, highlight=False, soft_wrap=True
+            stderr=True,
+            no_color=plain,
+            color_system=None if plain else "auto",
+            highlight=False,
+            soft_wrap=True,
         )
 
     @property
@@ -60,6 +65,10 @@ class Reporter:
         if self.output_format == "json":
             self.records.append(_file_record(result, display, diff, self.status))
             return
+        for bug in result.bugs:
+            self.error(f"{display}: dfix bug: {bug}; please report it")
+        if diff and self.mode == "diff":
+            sys.stdout.write(diff)
         for fix in result.fixes:
             tags = ("review, " if fix.safety == "review" else "") + self.status
             status = escape(f"[{tags}]")
@@ -67,26 +76,26 @@ class Reporter:
                 f"{display}:{fix.line}: [bold]{escape(fix.transform)}[/]: "
                 f"{escape(fix.problem)}; {escape(fix.action)} [dim]{status}[/]"
             )
-        for skip in result.skips:
+        for skip in [] if self.quiet else result.skips:
             self._line(
                 f"{display}:{skip.line}: [bold]{escape(skip.transform)}[/]: "
                 f"left unchanged [yellow]{escape(f'[skipped: {skip.reason}]')}[/]"
             )
-        for bug in result.bugs:
-            self.error(f"{display}: dfix bug: {bug}; please report it")
-        if diff and self.mode == "diff":
-            sys.stdout.write(diff)
 
     def error(self, message: str) -> None:
+        """Report an error that belongs to no file (a missing path, a git
+        failure)."""
         self.totals.errors += 1
         if self.output_format == "json":
-            self.records.append({"path": None, "status": "error", "error": message})
+            self.records.append(_error_record(None, message))
         self.err.print(f"[red]dfix: error:[/] {escape(message)}")
 
     def file_error(self, display: str, message: str) -> None:
+        """Report a file that could not be read, parsed or written."""
+        self.totals.files += 1
         self.totals.errors += 1
         if self.output_format == "json":
-            self.records.append({"path": display, "status": "error", "error": message})
+            self.records.append(_error_record(display, message))
         self.err.print(f"[red]dfix: error:[/] {escape(message)}")
 
     def info(self, message: str) -> None:
@@ -164,6 +173,18 @@ def _file_record(
         ],
         "bugs": list(result.bugs),
         "diff": diff,
+    }
+
+
+def _error_record(display: str | None, message: str) -> dict[str, Any]:
+    return {
+        "path": display,
+        "status": "error",
+        "error": message,
+        "fixes": [],
+        "skips": [],
+        "bugs": [],
+        "diff": "",
     }
 
 

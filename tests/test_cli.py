@@ -311,3 +311,53 @@ def test_examples_show_fixes() -> None:
     result = dfix("--check", str(examples), cwd=examples)
     assert result.returncode == 1, result.stderr
     assert shutil.which("git") is not None
+
+
+def test_stdin_check_and_diff_exit_one_when_fixes_are_pending(
+    tmp_path: pathlib.Path,
+) -> None:
+    check = dfix("--check", *select_pip(), "-", cwd=tmp_path, stdin=PIP_FILE.encode())
+    assert check.returncode == 1 and check.stdout == b""
+    diff = dfix("--diff", *select_pip(), "-", cwd=tmp_path, stdin=PIP_FILE.encode())
+    assert diff.returncode == 1
+    assert b"+RUN pip install --no-cache-dir flask" in diff.stdout
+    clean = dfix("--check", *select_pip(), "-", cwd=tmp_path, stdin=CLEAN_FILE.encode())
+    assert clean.returncode == 0
+
+
+def test_diff_of_a_file_with_a_byte_order_mark_applies(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path / "Dockerfile", b"\xef\xbb\xbf" + PIP_FILE.encode())
+    patch = write(tmp_path / "p.patch", dfix(*select_pip(), cwd=tmp_path).stdout)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "apply", str(patch)], cwd=tmp_path, check=True)
+    assert path.read_bytes() == b"\xef\xbb\xbf" + PIP_FIXED.encode()
+
+
+def test_symlink_out_of_the_tree_is_left_alone_in_every_mode(
+    tmp_path: pathlib.Path,
+) -> None:
+    outside = write(tmp_path / "outside" / "Dockerfile", PIP_FILE)
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "Dockerfile").symlink_to(outside)
+    for mode in ("--diff", "--check", "--write"):
+        result = dfix(mode, *select_pip(), "tree", cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stdout == b""
+        assert b"outside tree" in result.stderr
+    assert outside.read_text() == PIP_FILE
+
+
+def test_quiet_hides_the_places_left_unchanged(tmp_path: pathlib.Path) -> None:
+    write(tmp_path / "Dockerfile", "FROM nginx:1.27\nCOPY site /usr/share/nginx/html\n")
+    loud = dfix("--check", cwd=tmp_path)
+    assert b"[skipped:" in loud.stderr
+    quiet = dfix("--check", "--quiet", cwd=tmp_path)
+    assert b"[skipped:" not in quiet.stderr
+    assert b"1 file checked" in quiet.stderr
+
+
+def test_json_error_records_have_every_key(tmp_path: pathlib.Path) -> None:
+    write(tmp_path / "Dockerfile", b"\x00binary")
+    result = dfix("--format", "json", cwd=tmp_path)
+    [record] = json.loads(result.stdout)["files"]
+    assert set(record) == {"path", "status", "error", "fixes", "skips", "bugs", "diff"}
