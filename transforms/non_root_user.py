@@ -44,7 +44,9 @@ What it does:
     ENTRYPOINT or CMD program needs root or capabilities (openvpn,
     tcpdump, sshd, cron, dockerd and the others listed as
     needs_root_programs in fixer/data/images.toml), or a VOLUME or ENV
-    names docker.sock.
+    names docker.sock, or the whole base image is a build argument
+    (FROM ${IMAGE}) and the RUNs test the distro (/etc/os-release, $ID)
+    or use package managers of several families.
 
 Why:
     A process running as root in a container is root on the host's kernel:
@@ -81,6 +83,9 @@ Known gaps:
     - A USER holding a variable that cannot be resolved counts as non-root.
     - Ports set in configuration files (nginx.conf, appsettings.json) are
       not read.
+    - FROM ${IMAGE} is judged by its default when the RUNs do not test
+      the distro: a --build-arg naming another distro gets the default's
+      commands.
     - A program needing root is recognised only as the first word of the
       ENTRYPOINT or CMD; one started by an entrypoint script is not seen.
 
@@ -110,6 +115,7 @@ from fixer.images import KnownImage, needs_root_programs, resolve_variables
 from fixer.parse import Dockerfile, Instruction, Stage
 from fixer.shell import Command, Script, Word, scripts_of
 from fixer.stages import (
+    PACKAGE_MANAGER_FAMILIES,
     base_stage_chain,
     final_stage,
     image_of,
@@ -192,6 +198,8 @@ ROOT_PACKAGE_COMMANDS = {
     "gem": {"install", "update"},
 }
 PIP_RE = re.compile(r"pip(\d+(\.\d+)?)?")
+WHOLE_VARIABLE_RE = re.compile(r"\$(\w+|\{\w+(:?-[^}]*)?\})")
+DISTRO_TEST_RE = re.compile(r"/etc/os-release|\bID(_LIKE)?=|\$\{?ID(_LIKE)?\b")
 
 
 def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
@@ -531,6 +539,8 @@ class _Plan:
     # -- skip reasons -------------------------------------------------------
 
     def _skip_reason(self) -> str | None:
+        if _distro_may_change(self.dockerfile, self.chain):
+            return "base image is a build argument that may change distro"
         if _has_onbuild_run(self.chain):
             return "ONBUILD RUN triggers would run as the new user"
         dropper = self._privilege_dropper()
@@ -995,6 +1005,30 @@ def _user_text(uid: str, gid: str | None) -> str:
     if uid.startswith("$") or not gid:
         return uid
     return f"{uid}:{gid}"
+
+
+def _distro_may_change(dockerfile: Dockerfile, chain: Sequence[Stage]) -> bool:
+    """Tell whether ``FROM ${IMAGE}`` may name another distro than its default.
+
+    True when the whole image is one variable and the RUNs test the distro
+    (/etc/os-release, $ID) or call package managers of several families.
+    """
+    if not WHOLE_VARIABLE_RE.fullmatch(chain[-1].image):
+        return False
+    families: set[str] = set()
+    for member in chain:
+        for instruction in member.instructions:
+            if instruction.effective_keyword != "RUN":
+                continue
+            for script in scripts_of(dockerfile, instruction):
+                if DISTRO_TEST_RE.search(script.logical.text):
+                    return True
+                families.update(
+                    PACKAGE_MANAGER_FAMILIES[command.program]
+                    for command in script.commands
+                    if command.program in PACKAGE_MANAGER_FAMILIES
+                )
+    return len(families) > 1
 
 
 def _has_onbuild_run(chain: Sequence[Stage]) -> bool:
