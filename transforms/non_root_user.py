@@ -9,10 +9,12 @@ What it does:
     - after an explicit USER root, the user in effect before it (an earlier
       USER, or the base image's own default user) is restored;
     - a non-root user the image ships is reused: node (1000) on node,
-      app (1654, $APP_UID) on .NET 8 and later, nonroot (65532) on distroless,
-      vscode on dev containers;
+      app (1654, $APP_UID) on .NET 8 and later, nonroot (65532) on
+      distroless;
     - a user the Dockerfile creates itself is reused (its useradd or
-      adduser gets a --uid when it has none);
+      adduser gets a --uid when it has none); names and IDs given as
+      $USERNAME or ${USER_UID} are read from the stage's ARG and ENV
+      defaults, so USER is numeric (1000:1000);
     - otherwise one RUN creates a system user with the family's commands:
       groupadd/useradd on Debian, Ubuntu and full RHEL-like images,
       addgroup -S/adduser -S on Alpine and BusyBox, and on ubi-minimal
@@ -32,7 +34,10 @@ What it does:
     family's commands, and a USER placed before a step that needs root
     (a package or pip install, user management) is moved down after it.
 
-    The file is left alone, with a skip reason, when the image is Windows,
+    The file is left alone, with a skip reason, when it is a dev container
+    (a path with .devcontainer, a name ending in devcontainer.dockerfile or
+    dev-container.dockerfile, or a mcr.microsoft.com/devcontainers image:
+    the IDE picks the user from devcontainer.json), the image is Windows,
     the family is unknown, ONBUILD RUN triggers would run as the new user,
     the entrypoint drops privileges itself (gosu, su-exec, setpriv,
     runuser, chroot --userspec, s6-overlay, supervisord, or an image such
@@ -198,6 +203,11 @@ ROOT_PACKAGE_COMMANDS = {
     "gem": {"install", "update"},
 }
 PIP_RE = re.compile(r"pip(\d+(\.\d+)?)?")
+DEV_CONTAINER_NAMES = ("dev-container.dockerfile", "devcontainer.dockerfile")
+DEV_CONTAINER_IMAGES = (
+    "mcr.microsoft.com/devcontainers/",
+    "mcr.microsoft.com/vscode/devcontainers/",
+)
 WHOLE_VARIABLE_RE = re.compile(r"\$(\w+|\{\w+(:?-[^}]*)?\})")
 DISTRO_TEST_RE = re.compile(r"/etc/os-release|\bID(_LIKE)?=|\$\{?ID(_LIKE)?\b")
 
@@ -539,6 +549,9 @@ class _Plan:
     # -- skip reasons -------------------------------------------------------
 
     def _skip_reason(self) -> str | None:
+        if self._is_dev_container():
+            # The IDE picks the user: remoteUser in devcontainer.json.
+            return "dev container: the user is set in devcontainer.json"
         if _distro_may_change(self.dockerfile, self.chain):
             return "base image is a build argument that may change distro"
         if _has_onbuild_run(self.chain):
@@ -566,6 +579,13 @@ class _Plan:
             # /root is mode 700: another user cannot even enter it.
             return "WORKDIR /root is not readable by another user"
         return None
+
+    def _is_dev_container(self) -> bool:
+        path = (self.dockerfile.path or "").replace("\\", "/").lower()
+        if ".devcontainer" in path or path.endswith(DEV_CONTAINER_NAMES):
+            return True
+        image = image_of(self.dockerfile, self.stage).full_name
+        return image.startswith(DEV_CONTAINER_IMAGES)
 
     def _privilege_dropper(self) -> str | None:
         entry_words = _entry_words(self.chain)
@@ -718,7 +738,12 @@ def _created_users(
                         )
                     if program not in USER_TOOLS or command.wrappers:
                         continue
-                    user = _read_user_command(command, instruction, family, has_shadow)
+                    user = _read_user_command(
+                        _resolved(dockerfile, command, instruction),
+                        instruction,
+                        family,
+                        has_shadow,
+                    )
                     if (
                         user is not None
                         and user.wrong
@@ -730,6 +755,32 @@ def _created_users(
                     if user is not None:
                         found.append(user)
     return found
+
+
+def _resolved(
+    dockerfile: Dockerfile, command: Command, instruction: Instruction
+) -> Command:
+    """Give words like $USERNAME or "${USER_UID}" the value of their ARG or ENV.
+
+    useradd --uid $USER_UID $USERNAME after ARG USERNAME=vscode creates a
+    user the Dockerfile names; a word whose variable has no value is kept.
+    """
+    environment: dict[str, str] = {}
+    for name, value in dockerfile.environment(instruction).items():
+        # ARG USER_GID=$USER_UID: expand from the values declared before.
+        value, _ = resolve_variables(value.strip("\"'"), environment)
+        environment[name] = value
+    words = []
+    for word in command.words:
+        if word.value is None and "$" in word.text:
+            text = word.text
+            if len(text) > 1 and text[0] == text[-1] == '"':
+                text = text[1:-1]
+            value, unresolved = resolve_variables(text, environment)
+            if not unresolved and not re.search(r"[$`\\'\"\s]", value):
+                word = Word(word.text, value, word.start, word.end)
+        words.append(word)
+    return dataclasses.replace(command, words=tuple(words))
 
 
 def _is_conditional(script: Script, command: Command) -> bool:
