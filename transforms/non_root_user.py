@@ -6,8 +6,10 @@ What it does:
     default user is root, or a last USER of root or 0. It then adds a USER
     line after the stage's last RUN, COPY or ADD (so every install still
     runs as root) and before CMD and ENTRYPOINT, choosing the user this way:
-    - after an explicit USER root, the user in effect before it (an earlier
-      USER, or the base image's own default user) is restored;
+    - after a USER root, the base image's own default user (node on node,
+      101 on nginx-unprivileged) is restored, numeric when its UID is known;
+      a USER root after the Dockerfile's own non-root USER is deliberate
+      and skipped;
     - a non-root user the image ships is reused: node (1000) on node,
       app (1654, $APP_UID) on .NET 8 and later, nonroot (65532) on
       distroless;
@@ -339,6 +341,12 @@ class _Plan:
         if reason is not None:
             yield Skip(NAME, self.stage.first_line, reason)
             return
+        explicit_root = self._explicit_root()
+        if explicit_root is not None:
+            # USER app ... USER root: the author chose root on purpose.
+            reason = "ends with an explicit USER root"
+            yield Skip(NAME, explicit_root.first_line, reason)
+            return
         anchor = self._anchor()
         if (
             self.dockerfile.line_text(anchor.last_line)
@@ -361,7 +369,8 @@ class _Plan:
         )
         yield Fix(
             transform=NAME,
-            line=self.stage.first_line,
+            # The new USER line; the lines before it are inserted with it.
+            line=anchor.last_line + len(lines),
             problem="Container runs as root",
             action=f"switch to USER {user}",
             edits=tuple(edits),
@@ -389,24 +398,30 @@ class _Plan:
         commands = [*self._create_commands(), *setup(user)]
         return user, commands, []
 
-    def _restored_user(self) -> str | None:
+    def _explicit_root(self) -> Instruction | None:
+        """Return a last USER root that follows the Dockerfile's own user."""
         last = last_user(self.dockerfile, self.stage)
         if last is None:
             return None
         for member in self.chain:
-            for instruction in reversed(member.instructions):
+            for instruction in member.instructions:
                 if instruction.keyword != "USER" or instruction.index >= last.index:
                     continue
                 value, _ = user_value(self.dockerfile, instruction)
                 if not is_root_user(value):
-                    return self._numeric(instruction.arguments[0])
+                    return last
+        return None
+
+    def _restored_user(self) -> str | None:
+        """Return the base image's own user after a USER root, numeric if known."""
+        if last_user(self.dockerfile, self.stage) is None:
+            return None
         known = self.known
         if known is not None and not known.runs_as_root:
-            if known.nonroot is not None and known.user in (
-                known.nonroot.name,
-                known.nonroot.uid,
-            ):
-                return _user_text(known.nonroot.uid, known.nonroot.gid)
+            name = known.user.partition(":")[0]
+            for user in (*([known.nonroot] if known.nonroot else []), *known.users):
+                if name in (user.name, user.uid) and user.uid.isdigit():
+                    return _user_text(user.uid, user.gid)
             return known.user
         return None
 
