@@ -262,22 +262,22 @@ def _hadolint_blind_spots(
     """Count findings hadolint makes only because it does not know a command.
 
     DL3009 on a RUN that ends with "apt-get dist-clean" (apt 2.7.8 and
-    later), which removes the package lists, is such a finding.
+    later), which removes the package lists, is such a finding; so is
+    DL3019 on "apk add --no-network", which fetches nothing to cache.
     """
     try:
         dockerfile = parse(fixed.decode("utf-8").removeprefix("\ufeff"))
     except (ParseError, UnicodeDecodeError):
         return {}
+    markers = {"DL3009": "apt-get dist-clean", "DL3019": "--no-network"}
     resolved: dict[str, int] = {}
     for finding in findings:
-        if finding["code"] != "DL3009":
+        code = str(finding["code"])
+        if code not in markers:
             continue
-        line = int(str(finding["line"])) - 1
-        for instruction in dockerfile.instructions:
-            if instruction.first_line <= line <= instruction.last_line and (
-                "apt-get dist-clean" in instruction.original
-            ):
-                resolved["DL3009"] = resolved.get("DL3009", 0) + 1
+        instruction = dockerfile.instruction_at(int(str(finding["line"])) - 1)
+        if instruction is not None and markers[code] in instruction.original:
+            resolved[code] = resolved.get(code, 0) + 1
     return resolved
 
 
