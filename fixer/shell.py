@@ -177,19 +177,15 @@ def _literal_value(node: tree_sitter.Node, text: str) -> str | None:
             return None
         return inner
     if kind == "concatenation":
+        # --config-settings="x" is one word made of parts. Byte offsets equal
+        # character offsets only in ASCII text; anything else stays unknown.
+        if not text.isascii():
+            return None
         parts = []
         for child in node.children:
-            part_text = (
-                text[
-                    child.start_byte - node.start_byte : child.end_byte
-                    - node.start_byte
-                ]
-                if text.isascii()
-                else None
-            )
-            if part_text is None:
-                return None
-            value = _literal_value(child, part_text)
+            start = child.start_byte - node.start_byte
+            end = child.end_byte - node.start_byte
+            value = _literal_value(child, text[start:end])
             if value is None:
                 return None
             parts.append(value)
