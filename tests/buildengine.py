@@ -920,3 +920,29 @@ def _busybox_rootfs(binary: bytes, applets: Sequence[str]) -> bytes:
             data = text.encode()
             tar.addfile(entry(path, tarfile.REGTYPE, mode, len(data)), io.BytesIO(data))
     return buffer.getvalue()
+
+
+# -- helpers shared by the build tests ------------------------------------
+
+
+def stdout_of(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip()
+
+
+def write_package(folder: Path) -> None:
+    """A pure-Python distribution that pip installs without any network."""
+    (folder / "hello_dfix").mkdir(parents=True)
+    (folder / "hello_dfix" / "__init__.py").write_text(
+        "def greet() -> str:\n    return 'hello from dfix'\n"
+    )
+    (folder / "pyproject.toml").write_text(
+        "[build-system]\n"
+        'requires = ["setuptools"]\n'
+        'build-backend = "setuptools.build_meta"\n\n'
+        "[project]\n"
+        'name = "hello-dfix"\n'
+        'version = "1.0"\n\n'
+        "[tool.setuptools]\n"
+        'packages = ["hello_dfix"]\n'
+    )

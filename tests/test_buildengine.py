@@ -7,7 +7,6 @@ images, later runs reuse them.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,29 +42,6 @@ def built(tmp_path: Path) -> Iterator[Callable[[str], engine.BuildResult]]:
         engine.remove_image(tag)
 
 
-def _stdout(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout.strip()
-
-
-def _write_package(folder: Path) -> None:
-    """A pure-Python distribution that pip installs without any network."""
-    (folder / "hello_dfix").mkdir(parents=True)
-    (folder / "hello_dfix" / "__init__.py").write_text(
-        "def greet() -> str:\n    return 'hello from dfix'\n"
-    )
-    (folder / "pyproject.toml").write_text(
-        "[build-system]\n"
-        'requires = ["setuptools"]\n'
-        'build-backend = "setuptools.build_meta"\n\n'
-        "[project]\n"
-        'name = "hello-dfix"\n'
-        'version = "1.0"\n\n'
-        "[tool.setuptools]\n"
-        'packages = ["hello_dfix"]\n'
-    )
-
-
 def test_debian_slim_with_a_numeric_non_root_user(
     built: Callable[[str], engine.BuildResult],
 ) -> None:
@@ -75,9 +51,11 @@ def test_debian_slim_with_a_numeric_non_root_user(
     ).check()
 
     assert engine.image_user(result.tag) == "10001:10001"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-g"])) == "10001"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-u"], user="0")) == "0"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-g"])) == "10001"
+    assert (
+        engine.stdout_of(engine.run_in_image(result.tag, ["id", "-u"], user="0")) == "0"
+    )
 
 
 def test_busybox_adds_a_system_user_in_a_run(
@@ -89,8 +67,8 @@ def test_busybox_adds_a_system_user_in_a_run(
     ).check()
 
     assert engine.image_user(result.tag) == "app"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-un"])) == "app"
-    uid = int(_stdout(engine.run_in_image(result.tag, ["id", "-u"])))
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-un"])) == "app"
+    uid = int(engine.stdout_of(engine.run_in_image(result.tag, ["id", "-u"])))
     assert 100 <= uid < 1000  # a system account
     assert engine.image_size("busybox") < 10_000_000
 
@@ -99,7 +77,7 @@ def test_pip_installs_a_local_package_before_the_user_line(
     built: Callable[[str], engine.BuildResult], tmp_path: Path
 ) -> None:
     engine.debian_image("docker.io/library/python:3.11-slim", PYTHON_PACKAGES)
-    _write_package(tmp_path / "pkg")
+    engine.write_package(tmp_path / "pkg")
     result = built(
         "FROM python:3.11-slim\n"
         "WORKDIR /app\n"
@@ -114,8 +92,8 @@ def test_pip_installs_a_local_package_before_the_user_line(
     greeting = engine.run_in_image(
         result.tag, ["python3", "-c", "import hello_dfix; print(hello_dfix.greet())"]
     )
-    assert _stdout(greeting) == "hello from dfix"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
+    assert engine.stdout_of(greeting) == "hello from dfix"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
     no_cache = engine.run_in_image(
         result.tag, ["test", "!", "-e", "/root/.cache/pip"], user="0"
     )
@@ -127,7 +105,7 @@ def test_multi_stage_build_copies_a_wheel_into_a_slim_final_stage(
 ) -> None:
     engine.debian_image("docker.io/library/python:3.11-slim", PYTHON_PACKAGES)
     engine.debian_image("docker.io/library/debian:bookworm-slim")
-    _write_package(tmp_path / "pkg")
+    engine.write_package(tmp_path / "pkg")
     result = built(
         "FROM python:3.11-slim AS build\n"
         "COPY pkg /src/pkg\n"
@@ -143,7 +121,7 @@ def test_multi_stage_build_copies_a_wheel_into_a_slim_final_stage(
     out = engine.run_in_image(
         result.tag, ["python3", "-c", "import hello_dfix; print(hello_dfix.greet())"]
     )
-    assert _stdout(out) == "hello from dfix"
+    assert engine.stdout_of(out) == "hello from dfix"
     assert engine.run_in_image(result.tag, ["test", "-e", "/src"]).returncode != 0
     assert engine.image_size(result.tag) > engine.image_size("debian:bookworm-slim")
 

@@ -9,7 +9,6 @@ tests skip, saying why, when the build engine is unavailable.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,34 +50,11 @@ def _fixed(text: str) -> str:
     return result.fixed
 
 
-def _stdout(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout.strip()
-
-
-def _write_package(folder: Path) -> None:
-    """A pure-Python distribution that pip installs without any network."""
-    (folder / "hello_dfix").mkdir(parents=True)
-    (folder / "hello_dfix" / "__init__.py").write_text(
-        "def greet() -> str:\n    return 'hello from dfix'\n"
-    )
-    (folder / "pyproject.toml").write_text(
-        "[build-system]\n"
-        'requires = ["setuptools"]\n'
-        'build-backend = "setuptools.build_meta"\n\n'
-        "[project]\n"
-        'name = "hello-dfix"\n'
-        'version = "1.0"\n\n'
-        "[tool.setuptools]\n"
-        'packages = ["hello_dfix"]\n'
-    )
-
-
 def test_python_slim_with_pip_install_runs_as_the_new_user(
     built: Callable[[str], engine.BuildResult], tmp_path: Path
 ) -> None:
     engine.debian_image("docker.io/library/python:3.11-slim", PYTHON_PACKAGES)
-    _write_package(tmp_path / "pkg")
+    engine.write_package(tmp_path / "pkg")
     fixed = _fixed(
         "FROM python:3.11-slim\n"
         "WORKDIR /app\n"
@@ -91,19 +67,19 @@ def test_python_slim_with_pip_install_runs_as_the_new_user(
     result = built(fixed).check()
 
     assert engine.image_user(result.tag) == "10001:10001"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-g"])) == "10001"
-    assert _stdout(engine.run_in_image(result.tag, GREET)) == "hello from dfix"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-g"])) == "10001"
+    assert engine.stdout_of(engine.run_in_image(result.tag, GREET)) == "hello from dfix"
     # The application code stays root-owned: the user cannot change it.
     owner = engine.run_in_image(result.tag, ["stat", "-c", "%u", "/app/pkg"])
-    assert _stdout(owner) == "0"
+    assert engine.stdout_of(owner) == "0"
 
 
 def test_guide_snippet_with_busybox_adduser_builds_once_fixed(
     built: Callable[[str], engine.BuildResult], tmp_path: Path
 ) -> None:
     engine.debian_image("docker.io/library/python:3.11-slim", PYTHON_PACKAGES)
-    _write_package(tmp_path / "pkg")
+    engine.write_package(tmp_path / "pkg")
     guide = (
         "FROM python:3.11-slim\n"
         "\n"
@@ -123,9 +99,9 @@ def test_guide_snippet_with_busybox_adduser_builds_once_fixed(
     result = built(_fixed(guide)).check()
 
     assert engine.image_user(result.tag) == "10001:10001"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-un"])) == "appuser"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-u"])) != "0"
-    assert _stdout(engine.run_in_image(result.tag, GREET)) == "hello from dfix"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-un"])) == "appuser"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-u"])) != "0"
+    assert engine.stdout_of(engine.run_in_image(result.tag, GREET)) == "hello from dfix"
 
 
 def test_volume_is_writable_by_the_new_user(
@@ -152,8 +128,8 @@ def test_busybox_commands_create_the_user(
     result = built(fixed).check()
 
     assert engine.image_user(result.tag) == "10001:10001"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-un"])) == "app"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-un"])) == "app"
 
 
 def test_useradd_written_for_debian_is_rewritten_for_busybox(
@@ -165,5 +141,5 @@ def test_useradd_written_for_debian_is_rewritten_for_busybox(
 
     result = built(_fixed(original)).check()
 
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
-    assert _stdout(engine.run_in_image(result.tag, ["id", "-gn"])) == "svc"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-u"])) == "10001"
+    assert engine.stdout_of(engine.run_in_image(result.tag, ["id", "-gn"])) == "svc"

@@ -35,16 +35,19 @@ from fixer.pullrequest import (
     push_branch,
     scrub_secrets,
 )
-from tests.test_gitops import (
+from tests.test_gitops import (  # noqa: F401 - daemon, git_config, work: fixtures
     BRANCH,
     DOCKERFILE,
     both_changes,
+    daemon,
     free_port,
     git,
+    git_config,
     isolate_git,
     make_work_repo,
     pip_change,
     serve_git,
+    work,
 )
 
 TOKEN = "ghp_" + "Zq7sEcReT" * 4
@@ -169,26 +172,6 @@ def make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-
-
-@pytest.fixture(autouse=True)
-def git_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate_git(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """Bare repositories in tmp_path/served, and the git:// URL serving them."""
-    base = tmp_path / "served"
-    base.mkdir()
-    with serve_git(base) as url:
-        yield base, url
-
-
-@pytest.fixture
-def work(tmp_path: Path, daemon: tuple[Path, str]) -> Path:
-    """A clone of acme/app.git, served by the daemon, with a Dockerfile."""
-    return make_work_repo(tmp_path, *daemon)
 
 
 @pytest.fixture
