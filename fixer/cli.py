@@ -94,7 +94,7 @@ class Run:
 def main() -> None:
     """Entry point: ``dfix PATH...`` means ``dfix fix PATH...``."""
     arguments = sys.argv[1:]
-    if not arguments or arguments[0] not in SUBCOMMANDS + ("-h", "--help"):
+    if not arguments or arguments[0] not in SUBCOMMANDS:
         arguments = ["fix", *arguments]
     try:
         app(arguments, prog_name="dfix")
@@ -150,7 +150,11 @@ def fix_command(
     ] = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Fix Dockerfiles: show diffs (default), write them, or check for CI."""
+    """Fix Dockerfiles: show diffs (default), write them, or check for CI.
+
+    Other commands: dfix rules, dfix explain NAME, dfix pr, dfix bot URL...
+    (each with --help).
+    """
     _set_up_logging(verbose)
     if sum((diff, write, check)) > 1:
         _usage("choose one of --diff, --write and --check")
@@ -305,7 +309,8 @@ def bot_command(
         ),
     )
     results = bot.run_bot(urls, fix_repo, dry_run=dry_run, settings=settings)
-    Console(stderr=True, no_color="NO_COLOR" in os.environ).print(
+    plain = bool(os.environ.get("NO_COLOR"))
+    Console(stderr=True, no_color=plain, color_system=None if plain else "auto").print(
         bot.render_summary(results)
     )
     failed = any(result.status == "failed" for result in results)

@@ -216,8 +216,13 @@ def _touches(spans: list[tuple[int, int]], edit: Edit) -> bool:
 
 
 def _original_line(origin: list[int], line: int) -> int:
-    """Return the 1-based original line for a 0-based current line."""
-    return origin[min(line, len(origin) - 1)] + 1
+    """Return the 1-based original line for a 0-based current line.
+
+    A fix that appends at the end of the file is reported on the last line,
+    never past it.
+    """
+    last = max(0, origin[-1] - 1)
+    return min(origin[min(line, len(origin) - 1)], last) + 1
 
 
 def _follow_lines(

@@ -46,6 +46,7 @@ class Reporter:
             stderr=True,
             no_color=plain,
             color_system=None if plain else "auto",
+            emoji=False,
             highlight=False,
             soft_wrap=True,
         )
@@ -73,12 +74,12 @@ class Reporter:
             tags = ("review, " if fix.safety == "review" else "") + self.status
             status = escape(f"[{tags}]")
             self._line(
-                f"{display}:{fix.line}: [bold]{escape(fix.transform)}[/]: "
+                f"{escape(display)}:{fix.line}: [bold]{escape(fix.transform)}[/]: "
                 f"{escape(fix.problem)}; {escape(fix.action)} [dim]{status}[/]"
             )
         for skip in [] if self.quiet else result.skips:
             self._line(
-                f"{display}:{skip.line}: [bold]{escape(skip.transform)}[/]: "
+                f"{escape(display)}:{skip.line}: [bold]{escape(skip.transform)}[/]: "
                 f"left unchanged [yellow]{escape(f'[skipped: {skip.reason}]')}[/]"
             )
 

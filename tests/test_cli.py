@@ -361,3 +361,11 @@ def test_json_error_records_have_every_key(tmp_path: pathlib.Path) -> None:
     result = dfix("--format", "json", cwd=tmp_path)
     [record] = json.loads(result.stdout)["files"]
     assert set(record) == {"path", "status", "error", "fixes", "skips", "bugs", "diff"}
+
+
+def test_paths_and_line_numbers_are_printed_as_they_are(tmp_path: pathlib.Path) -> None:
+    text = "FROM python:3.12-slim\n" + "# filler\n" * 98 + "RUN pip install flask\n"
+    write(tmp_path / "x[/]y" / "a:100:b.Dockerfile", text)
+    result = dfix("--check", *select_pip(), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "x[/]y/a:100:b.Dockerfile:100: pip-no-cache:" in result.stderr.decode()
