@@ -46,8 +46,11 @@ What it does:
     as postgres whose entrypoint does), the process listens on a port below
     1024 (EXPOSE, --port 80 style flags, nginx and httpd defaults, .NET
     before 8 on port 80; .NET 8 and later listen on 8080 and are fine),
-    the stage builds a root file system from scratch, the WORKDIR is
-    /root or below it (mode 700, so another user cannot enter it), the
+    the stage builds a root file system from scratch, the WORKDIR, a
+    COPY destination, the program or HOME is /root or below it (mode 700,
+    so another user cannot enter it), a plain OS image (debian, alpine,
+    ubi...) has no CMD or ENTRYPOINT (a base for other images, whose RUNs
+    need root), the
     ENTRYPOINT or CMD program needs root or capabilities (openvpn,
     tcpdump, sshd, cron, dockerd and the others listed as
     needs_root_programs in fixer/data/images.toml), or a VOLUME or ENV
@@ -212,6 +215,38 @@ DEV_CONTAINER_IMAGES = (
 )
 WHOLE_VARIABLE_RE = re.compile(r"\$(\w+|\{\w+(:?-[^}]*)?\})")
 DISTRO_TEST_RE = re.compile(r"/etc/os-release|\bID(_LIKE)?=|\$\{?ID(_LIKE)?\b")
+
+
+# Images whose own command is a shell: a final stage on one of them with no
+# CMD or ENTRYPOINT is a base for other images, not an application.
+OS_IMAGES = frozenset(
+    {
+        "debian",
+        "ubuntu",
+        "alpine",
+        "busybox",
+        "fedora",
+        "centos",
+        "rockylinux",
+        "almalinux",
+        "amazonlinux",
+        "ubi",
+        "ubi8",
+        "ubi9",
+        "ubi10",
+        "ubi-minimal",
+        "ubi8-minimal",
+        "ubi9-minimal",
+        "opensuse",
+        "leap",
+        "archlinux",
+        "oraclelinux",
+        "photon",
+        "azurelinux",
+        "cbl-mariner",
+        "buildpack-deps",
+    }
+)
 
 
 def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
@@ -593,7 +628,18 @@ class _Plan:
         ):
             # /root is mode 700: another user cannot even enter it.
             return "WORKDIR /root is not readable by another user"
+        if _uses_root_home(self.chain):
+            return "the app lives in /root, which another user cannot read"
+        if not _entry_words(self.chain) and self._on_plain_os_image():
+            # FROM debian and nothing to run: such files are base images that
+            # other Dockerfiles build FROM, and their RUNs need root. An app
+            # image (FROM nginx, FROM python) inherits a command to run.
+            return "no CMD or ENTRYPOINT: a base image keeps root for its users"
         return None
+
+    def _on_plain_os_image(self) -> bool:
+        name = image_of(self.dockerfile, self.stage).name.lower()
+        return self.known is None or name in OS_IMAGES
 
     def _is_dev_container(self) -> bool:
         path = (self.dockerfile.path or "").replace("\\", "/").lower()
@@ -1095,6 +1141,31 @@ def _distro_may_change(dockerfile: Dockerfile, chain: Sequence[Stage]) -> bool:
                     if command.program in PACKAGE_MANAGER_FAMILIES
                 )
     return len(families) > 1
+
+
+def _uses_root_home(chain: list[Stage]) -> bool:
+    """Tell whether files or the program sit under /root, or HOME is /root.
+
+    COPY app /root/app with CMD ["/root/app"] fails for any other user,
+    since /root is mode 700.
+    """
+
+    def under_root(path: str) -> bool:
+        path = path.strip("\"'")
+        return path.rstrip("/") in ("/root", "~") or path.startswith(("/root/", "~/"))
+
+    for member in chain:
+        for instruction in member.instructions:
+            arguments = instruction.arguments
+            if instruction.keyword in ("COPY", "ADD") and arguments:
+                if under_root(arguments[-1]):
+                    return True
+            if instruction.keyword == "ENV":
+                pairs = dict(zip(arguments[::2], arguments[1::2], strict=False))
+                if under_root(pairs.get("HOME", "")):
+                    return True
+    words = _entry_words(chain)
+    return bool(words) and under_root(words[0])
 
 
 def _has_onbuild_run(chain: Sequence[Stage]) -> bool:
