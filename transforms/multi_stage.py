@@ -972,14 +972,28 @@ def _plan_node(context: Context) -> Plan | str | None:
         return workdir
     major = re.match(r"\d+", context.image.tag)
     omit = "--production" if major and int(major[0]) < 16 else "--omit=dev"
+    prune: tuple[str, ...] = (f"RUN npm prune {omit}",)
+    if _ends_as_other_user(context):
+        # USER node after npm install: node_modules belongs to root, so the
+        # prune must run as root too or the build stops with EACCES.
+        prune = ("USER root", *prune)
     return Plan(
         runtimes=(_platform_prefix(context) + runtime,),
         artifacts=(Artifact(workdir, workdir),),
         rewrites=(),
         note="devDependencies are pruned before the copy",
         workdir=workdir,
-        build_tail=() if pruned else (f"RUN npm prune {omit}",),
+        build_tail=() if pruned else prune,
     )
+
+
+def _ends_as_other_user(context: Context) -> bool:
+    """Tell whether the build stage's last USER is someone other than root."""
+    users = [i for i in context.stage.instructions if i.keyword == "USER"]
+    if not users or not users[-1].arguments:
+        return False
+    user = users[-1].arguments[0].split(":", 1)[0]
+    return user not in ("root", "0")
 
 
 # -- Java ------------------------------------------------------------------------
