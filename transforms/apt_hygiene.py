@@ -657,9 +657,23 @@ def _lists_left(dockerfile: Dockerfile, instruction: Instruction) -> bool:
     """Tell whether an earlier RUN of the stage left fetched lists behind."""
     left = False
     for earlier in _stage_chain_before(dockerfile, instruction):
-        if earlier.effective_keyword != "RUN" or _has_apt_mount(earlier):
-            continue
-        text = _code_text(dockerfile, earlier)
+        effect = _lists_effect(dockerfile, earlier)
+        if effect is not None:
+            left = effect
+    return left
+
+
+def _lists_effect(dockerfile: Dockerfile, instruction: Instruction) -> bool | None:
+    """Return True when a RUN leaves fetched lists, False when it removes
+    them, None when it does neither; cached, since every later install asks."""
+    cache = dockerfile.cache.setdefault("apt_lists_effect", {})
+    assert isinstance(cache, dict)
+    if instruction.index in cache:
+        effect: bool | None = cache[instruction.index]
+        return effect
+    effect = None
+    if instruction.effective_keyword == "RUN" and not _has_apt_mount(instruction):
+        text = _code_text(dockerfile, instruction)
         updates = [
             match.end()
             for match in APT_CALL_RE.finditer(text)
@@ -667,10 +681,11 @@ def _lists_left(dockerfile: Dockerfile, instruction: Instruction) -> bool:
         ]
         removals = [match.end() for match in LISTS_REMOVED_RE.finditer(text)]
         if updates and (not removals or removals[-1] < updates[-1]):
-            left = True
+            effect = True
         elif removals:
-            left = False
-    return left
+            effect = False
+    cache[instruction.index] = effect
+    return effect
 
 
 def _code_text(dockerfile: Dockerfile, instruction: Instruction) -> str:
