@@ -98,3 +98,20 @@ def _example(doc: str) -> tuple[str, str]:
 def _block(text: str) -> str:
     lines = text.rstrip().splitlines()
     return textwrap.dedent("\n".join(lines)).strip("\n") + "\n"
+
+
+def test_readme_shows_real_output() -> None:
+    import subprocess
+    import sys
+
+    root = README.parent
+    result = subprocess.run(
+        [sys.executable, "-c", "from fixer.cli import main; main()", "--diff",
+         "examples/python-api"],
+        cwd=root, capture_output=True, text=True, check=False,
+        env={"NO_COLOR": "1", "PATH": ""},
+    )  # fmt: skip
+    text = README.read_text(encoding="utf-8")
+    assert result.stdout and result.stdout in text
+    for line in result.stderr.splitlines():
+        assert line in text, line
