@@ -136,7 +136,10 @@ def test_useradd_written_for_debian_is_rewritten_for_busybox(
     built: Callable[[str], engine.BuildResult],
 ) -> None:
     engine.busybox_image("docker.io/library/busybox:latest")
-    original = "FROM busybox:latest\nRUN groupadd -r svc && useradd -r -g svc svc\n"
+    original = (
+        "FROM busybox:latest\nRUN groupadd -r svc && useradd -r -g svc svc\n"
+        'CMD ["sh"]\n'
+    )
     assert not built(original).ok, "useradd exists in the BusyBox image"
 
     result = built(_fixed(original)).check()
