@@ -47,7 +47,8 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -946,3 +947,26 @@ def write_package(folder: Path) -> None:
         "[tool.setuptools]\n"
         'packages = ["hello_dfix"]\n'
     )
+
+
+@contextlib.contextmanager
+def builder(folder: Path, prefix: str) -> Iterator[Callable[[str], BuildResult]]:
+    """Yield a function that builds a Dockerfile text in ``folder``.
+
+    Skips the test when the engine is unavailable; removes the images after.
+    """
+    require_engine()
+    tags: list[str] = []
+
+    def build_text(dockerfile: str) -> BuildResult:
+        tag = f"localhost/dfix-tests/{prefix}-{uuid.uuid4().hex[:12]}"
+        tags.append(tag)
+        path = folder / "Dockerfile"
+        path.write_text(dockerfile)
+        return build(folder, path, tag)
+
+    try:
+        yield build_text
+    finally:
+        for tag in tags:
+            remove_image(tag)

@@ -7,7 +7,6 @@ images, later runs reuse them.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,19 +26,8 @@ DEBIAN_USER_SETUP = (
 @pytest.fixture
 def built(tmp_path: Path) -> Iterator[Callable[[str], engine.BuildResult]]:
     """Build a Dockerfile text in a context under tmp_path; remove the images."""
-    engine.require_engine()
-    tags: list[str] = []
-
-    def _build(dockerfile: str) -> engine.BuildResult:
-        tag = f"localhost/dfix-tests/check-{uuid.uuid4().hex[:12]}"
-        tags.append(tag)
-        path = tmp_path / "Dockerfile"
-        path.write_text(dockerfile)
-        return engine.build(tmp_path, path, tag)
-
-    yield _build
-    for tag in tags:
-        engine.remove_image(tag)
+    with engine.builder(tmp_path, "check") as build:
+        yield build
 
 
 def test_debian_slim_with_a_numeric_non_root_user(

@@ -9,7 +9,6 @@ tests skip, saying why, when the build engine is unavailable.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,19 +27,8 @@ GREET = ["python3", "-c", "import hello_dfix; print(hello_dfix.greet())"]
 @pytest.fixture
 def built(tmp_path: Path) -> Iterator[Callable[[str], engine.BuildResult]]:
     """Build a Dockerfile text in a context under tmp_path; remove the images."""
-    engine.require_engine()
-    tags: list[str] = []
-
-    def _build(dockerfile: str) -> engine.BuildResult:
-        tag = f"localhost/dfix-tests/non-root-{uuid.uuid4().hex[:12]}"
-        tags.append(tag)
-        path = tmp_path / "Dockerfile"
-        path.write_text(dockerfile)
-        return engine.build(tmp_path, path, tag)
-
-    yield _build
-    for tag in tags:
-        engine.remove_image(tag)
+    with engine.builder(tmp_path, "non-root") as build:
+        yield build
 
 
 def _fixed(text: str) -> str:

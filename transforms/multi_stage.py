@@ -516,6 +516,17 @@ def _resolve(cwd: str | None, path: str) -> str | None:
     return posixpath.normpath(posixpath.join(cwd, path))
 
 
+def _entry_problem(context: Context, builds: bool) -> str | None:
+    """Say why the stage's entry command cannot run an artifact, or None."""
+    if context.entry is None:
+        return context.entry_reason if builds else "no build step"
+    if _runs_toolchain(context.entry):
+        return "entry command runs the toolchain"
+    if not builds:
+        return "no build step"
+    return None
+
+
 def _runs_toolchain(entry: list[EntryWord]) -> bool:
     values = [word.value for word in entry[:2]]
     if len(values) < 2:
@@ -639,13 +650,11 @@ class GoOutput:
 def _plan_go(context: Context) -> Plan | str:
     go = DATA["go"]
     outputs = _go_outputs(context)
+    reason = _entry_problem(context, bool(outputs))
+    if reason is not None:
+        return reason
     entry = context.entry
-    if entry is None:
-        return context.entry_reason if outputs else "no build step"
-    if _runs_toolchain(entry):
-        return "entry command runs the toolchain"
-    if not outputs:
-        return "no build step"
+    assert entry is not None
     program = entry[0]
     assert program.value is not None
     output = _match_go_output(context, program.value, program.instruction, outputs)
@@ -1085,13 +1094,11 @@ def _plan_rust(context: Context) -> Plan | str:
             base = posixpath.join(base, triple)
         profile = "release" if "--release" in values or "-r" in values else "debug"
         outputs.append(posixpath.join(base, profile))
+    reason = _entry_problem(context, bool(outputs))
+    if reason is not None:
+        return reason
     entry = context.entry
-    if entry is None:
-        return context.entry_reason if outputs else "no build step"
-    if _runs_toolchain(entry):
-        return "entry command runs the toolchain"
-    if not outputs:
-        return "no build step"
+    assert entry is not None
     program = entry[0]
     assert program.value is not None
     if "/" in program.value:
