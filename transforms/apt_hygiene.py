@@ -66,6 +66,9 @@ Fix safety:
     clear it through their docker-clean hook).
 
 Known gaps:
+    - An install of a cross compiler (gcc-aarch64-linux-gnu,
+      crossbuild-essential-arm64) keeps its recommended packages: the
+      target's libc comes only as a recommendation.
     - A later RUN that installs through a script (RUN ./install.sh) is not
       read: if the script runs apt-get install without apt-get update, the
       added clean-up breaks it.
@@ -162,6 +165,13 @@ APT_MOUNT_TARGET_RE = re.compile(
     r"""(?:^|,)(?:target|dst|destination)=  # the mount's target key
         /var/lib/apt(/|,|$)                 # /var/lib/apt or a path under it
     """,
+    re.VERBOSE,
+)
+# Cross compilers whose target libc is only a recommended package.
+CROSS_TOOLCHAIN_RE = re.compile(
+    r"""^(?:(?:gcc|g\+\+|cpp|gfortran|gccgo)(?:-\d+)?  # gcc, g++-12, ...
+          -[a-z0-9_]+(?:-[a-z0-9_]+)*-linux-gnu\w*     # -aarch64-linux-gnu
+        |crossbuild-essential-\w+)(?::\w+)?$""",
     re.VERBOSE,
 )
 RECOMMENDS_OFF_RE = re.compile(r"Install-Recommends\W+(0|false)", re.IGNORECASE)
@@ -426,6 +436,10 @@ def _command_fixes(
             edits=(replace(subcommand.start, subcommand.end, f"{subcommand.text} -y"),),
             safety=Safety.SAFE,
         )
+    if any(CROSS_TOOLCHAIN_RE.match(value) for value in known):
+        # gcc-aarch64-linux-gnu brings its target's libc (libc6-dev-arm64-
+        # cross) only as a recommendation: without it, linking fails.
+        return
     if not any("install-recommends" in value.lower() for value in known):
         # Nothing changes when recommends are off in apt.conf already, or
         # when the call only simulates (apt-get install -s x).

@@ -245,6 +245,7 @@ OS_IMAGES = frozenset(
         "azurelinux",
         "cbl-mariner",
         "buildpack-deps",
+        "scratch",
     }
 )
 
