@@ -20,7 +20,7 @@ BOM = "\ufeff"
 DOCKERFILE_NAME_RE = re.compile(
     r"""^(
         (dockerfile|containerfile)        # Dockerfile, Containerfile
-        | dockerfile[.-].+                # Dockerfile.prod, Dockerfile-dev
+        | (dockerfile|containerfile)[._-].+  # Dockerfile.prod, -dev, _arm
         | .+\.(dockerfile|containerfile)  # api.Dockerfile
     )$""",
     re.VERBOSE | re.IGNORECASE,

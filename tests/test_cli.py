@@ -108,6 +108,7 @@ def test_directory_search_finds_dockerfile_names(tmp_path: pathlib.Path) -> None
         "Containerfile",
         "Dockerfile.prod",
         "dockerfile-dev",
+        "Dockerfile_arm",
         "api.Dockerfile",
         "web.dockerfile",
     ):
@@ -128,6 +129,7 @@ def test_directory_search_finds_dockerfile_names(tmp_path: pathlib.Path) -> None
             "Containerfile",
             "Dockerfile.prod",
             "dockerfile-dev",
+            "Dockerfile_arm",
             "api.Dockerfile",
             "web.dockerfile",
         )
