@@ -79,9 +79,7 @@ class Run:
     """One invocation's choices, shared by the fix, pr and bot commands."""
 
     mode: str
-    select: frozenset[str]
-    ignore: frozenset[str]
-    safe_only: bool
+    choice: Selection  # from the command line; configuration adds to it
     reporter: Reporter
     changes: list[FileChange] = field(default_factory=list)
     deferred: list[tuple[files.Target, files.SourceText, FileResult]] = field(
@@ -291,14 +289,11 @@ def bot_command(
     from fixer import bot, pullrequest
 
     _set_up_logging(verbose)
-    choice = (_names(select), _names(ignore), safe)
 
     def fix_repo(path: pathlib.Path) -> list[FileChange]:
         run = _make_run("write", select, ignore, safe, Format.text)
-        run.select, run.ignore, run.safe_only = choice
-        targets = list(files.find_targets(path))
-        for target in targets:
-            _finish_target(target, _analyse(target, choice), run)
+        for target in files.find_targets(path):
+            _finish_target(target, _analyse(target, run.choice), run)
         return run.changes
 
     settings = bot.BotSettings(
@@ -326,9 +321,7 @@ def _make_run(
 ) -> Run:
     return Run(
         mode=mode,
-        select=_names(select),
-        ignore=_names(ignore),
-        safe_only=safe,
+        choice=Selection(select=_names(select), ignore=_names(ignore), safe_only=safe),
         reporter=Reporter(
             mode="stdin" if mode == "stdin" else mode, output_format=output_format.value
         ),
@@ -348,11 +341,12 @@ def _names(values: list[str] | None) -> frozenset[str]:
     return names
 
 
-def _selection(run: Run, config: Config) -> Selection:
+def _selection(choice: Selection, config: Config) -> Selection:
+    """Merge the command line's choice with a file's configuration."""
     return Selection(
-        select=run.select or config.select,
-        ignore=run.ignore | config.ignore,
-        safe_only=run.safe_only or config.safe_only,
+        select=choice.select or config.select,
+        ignore=choice.ignore | config.ignore,
+        safe_only=choice.safe_only or config.safe_only,
     )
 
 
@@ -366,7 +360,7 @@ def _fix_stdin(run: Run, explicit_diff: bool) -> int:
         result = fix_text(
             source.text,
             "<stdin>",
-            _selection(run, config),
+            _selection(run.choice, config),
             Settings(options=config.options),
         )
     except DfixError as error:
@@ -390,7 +384,7 @@ def _fix_stdin(run: Run, explicit_diff: bool) -> int:
 
 def _fix_paths(paths: list[str], run: Run) -> None:
     targets = list(_targets(paths, run))
-    choice = (run.select, run.ignore, run.safe_only)
+    choice = run.choice
     with run.reporter.progress(len(targets)) as advance:
         for target, outcome in zip(targets, _analyse_all(targets, choice), strict=True):
             _finish_target(target, outcome, run)
@@ -398,9 +392,7 @@ def _fix_paths(paths: list[str], run: Run) -> None:
                 advance()
 
 
-def _analyse_all(
-    targets: list[files.Target], choice: tuple[frozenset[str], frozenset[str], bool]
-) -> Iterator[Outcome]:
+def _analyse_all(targets: list[files.Target], choice: Selection) -> Iterator[Outcome]:
     """Analyse files in order, on every core when there are many of them.
 
     Analysis is pure; writing and reporting stay in this process, in order.
@@ -418,21 +410,16 @@ def _analyse_all(
         )
 
 
-def _analyse(
-    target: files.Target, choice: tuple[frozenset[str], frozenset[str], bool]
-) -> Outcome:
+def _analyse(target: files.Target, choice: Selection) -> Outcome:
     display = str(target.path)
-    select, ignore, safe_only = choice
     try:
         source = files.read_source(target.path)
         config = config_for(target.path, KNOWN_NAMES)
-        selection = Selection(
-            select=select or config.select,
-            ignore=ignore | config.ignore,
-            safe_only=safe_only or config.safe_only,
-        )
         result = fix_text(
-            source.text, display, selection, Settings(options=config.options)
+            source.text,
+            display,
+            _selection(choice, config),
+            Settings(options=config.options),
         )
     except (InputError, ParseError) as error:
         return Outcome(error=_with_path(str(error), display))

@@ -468,7 +468,7 @@ class Dockerfile:
             return None
         if instruction.heredocs or not self.is_posix_shell(instruction):
             return None
-        logical = _join_continuations(self, instruction)
+        logical = join_instruction(self, instruction)
         return logical.after_keyword_and_flags(instruction.trigger is not None)
 
     def heredoc_scripts(self, instruction: Instruction) -> list[LogicalText]:
@@ -573,13 +573,6 @@ def _skip_word(text: str, position: int) -> int:
 
 
 def join_instruction(dockerfile: Dockerfile, instruction: Instruction) -> LogicalText:
-    """Return an instruction's text joined as BuildKit joins it, mapped to raw."""
-    return _join_continuations(dockerfile, instruction)
-
-
-def _join_continuations(
-    dockerfile: Dockerfile, instruction: Instruction
-) -> LogicalText:
     """Join an instruction's lines the way BuildKit does, keeping a raw map.
 
     The escape character and line ending of a continued line are dropped,

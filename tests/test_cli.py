@@ -102,16 +102,19 @@ def test_stdin_prints_fixed_text(tmp_path: pathlib.Path) -> None:
     assert result.stdout.decode() == PIP_FIXED
 
 
+DOCKERFILE_NAMES = (
+    "Dockerfile",
+    "Containerfile",
+    "Dockerfile.prod",
+    "dockerfile-dev",
+    "Dockerfile_arm",
+    "api.Dockerfile",
+    "web.dockerfile",
+)
+
+
 def test_directory_search_finds_dockerfile_names(tmp_path: pathlib.Path) -> None:
-    for name in (
-        "Dockerfile",
-        "Containerfile",
-        "Dockerfile.prod",
-        "dockerfile-dev",
-        "Dockerfile_arm",
-        "api.Dockerfile",
-        "web.dockerfile",
-    ):
+    for name in DOCKERFILE_NAMES:
         write(tmp_path / "found" / name, PIP_FILE)
     write(tmp_path / "found" / "Dockerfile.dockerignore", "node_modules\n")
     write(tmp_path / "found" / "README.md", "# not a Dockerfile\n")
@@ -122,18 +125,7 @@ def test_directory_search_finds_dockerfile_names(tmp_path: pathlib.Path) -> None
     result = dfix("--check", "--format", "json", *select_pip(), cwd=tmp_path)
     report = json.loads(result.stdout)
     paths = sorted(record["path"] for record in report["files"])
-    assert paths == sorted(
-        f"found/{name}"
-        for name in (
-            "Dockerfile",
-            "Containerfile",
-            "Dockerfile.prod",
-            "dockerfile-dev",
-            "Dockerfile_arm",
-            "api.Dockerfile",
-            "web.dockerfile",
-        )
-    )
+    assert paths == sorted(f"found/{name}" for name in DOCKERFILE_NAMES)
 
 
 def test_a_named_file_is_processed_whatever_its_name(tmp_path: pathlib.Path) -> None:

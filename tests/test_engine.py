@@ -21,7 +21,7 @@ from fixer.edits import (
     insert_lines_at_end,
 )
 from fixer.errors import ParseError
-from fixer.parse import Dockerfile, _join_continuations, parse
+from fixer.parse import Dockerfile, join_instruction, parse
 from fixer.shell import scripts_of
 from tests.conftest import corpus_files
 
@@ -89,7 +89,7 @@ def test_joined_text_matches_buildkit_on_the_corpus() -> None:
         for instruction in dockerfile.instructions:
             if instruction.heredocs:
                 continue
-            joined = _join_continuations(dockerfile, instruction).text
+            joined = join_instruction(dockerfile, instruction).text
             assert joined.rstrip() == instruction.original.rstrip(), path
             compared += 1
     assert compared > 10000

@@ -12,10 +12,11 @@ import collections
 import difflib
 import pathlib
 import re
+from collections.abc import Iterator
 
 from fixer.engine import Selection, fix_text
 from fixer.errors import ParseError
-from fixer.parse import parse
+from fixer.parse import Dockerfile, Stage, parse
 from fixer.stages import final_stage, runs_as_root, stage_family
 
 SELECTION = Selection(select=frozenset({"non-root-user"}))
@@ -35,6 +36,21 @@ def _read(path: pathlib.Path) -> str:
     return path.read_bytes().decode("utf-8", "surrogateescape")
 
 
+def _final_stages(
+    corpus: list[pathlib.Path],
+) -> Iterator[tuple[pathlib.Path, str, Dockerfile, Stage]]:
+    """Yield each corpus file that parses, with its text and final stage."""
+    for path in corpus:
+        text = _read(path)
+        try:
+            dockerfile = parse(text, str(path))
+        except ParseError:
+            continue
+        stage = final_stage(dockerfile)
+        if stage is not None:
+            yield path, text, dockerfile, stage
+
+
 def _added_lines(before: str, after: str) -> list[str]:
     diff = difflib.ndiff(before.splitlines(), after.splitlines())
     return [line[2:] for line in diff if line.startswith("+ ")]
@@ -46,14 +62,8 @@ def test_every_root_final_stage_ends_non_root_or_skipped(
     failures = []
     linux = root_before = root_after = 0
     reasons: collections.Counter[str] = collections.Counter()
-    for path in corpus:
-        text = _read(path)
-        try:
-            dockerfile = parse(text, str(path))
-        except ParseError:
-            continue
-        stage = final_stage(dockerfile)
-        if stage is None or stage_family(dockerfile, stage) == "windows":
+    for path, text, dockerfile, stage in _final_stages(corpus):
+        if stage_family(dockerfile, stage) == "windows":
             continue
         linux += 1
         root_before += runs_as_root(dockerfile, stage)
@@ -88,15 +98,7 @@ def test_every_root_final_stage_ends_non_root_or_skipped(
 
 def test_added_commands_exist_in_the_family(corpus: list[pathlib.Path]) -> None:
     failures = []
-    for path in corpus:
-        text = _read(path)
-        try:
-            dockerfile = parse(text, str(path))
-        except ParseError:
-            continue
-        stage = final_stage(dockerfile)
-        if stage is None:
-            continue
+    for path, text, dockerfile, stage in _final_stages(corpus):
         family = stage_family(dockerfile, stage)
         result = fix_text(text, str(path), SELECTION)
         if not result.changed:
