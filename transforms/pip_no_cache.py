@@ -83,12 +83,12 @@ def find_fixes(dockerfile: Dockerfile, settings: Settings) -> Iterator[Finding]:
     for instruction in dockerfile.instructions:
         if instruction.effective_keyword != "RUN" or instruction.is_json_form:
             continue
-        if not dockerfile.is_posix_shell(instruction):
-            yield from _fix_plain_command(dockerfile, instruction)
-            continue
         if _has_pip_cache_mount(instruction) or _cache_disabled(
             dockerfile, instruction
         ):
+            continue
+        if not dockerfile.is_posix_shell(instruction):
+            yield from _fix_plain_command(dockerfile, instruction)
             continue
         for script in scripts_of(dockerfile, instruction):
             if "PIP_NO_CACHE_DIR" in script.logical.text:
@@ -107,10 +107,7 @@ def _fix_plain_command(
     command = plain_command(dockerfile, instruction)
     fix = None if command is None else _make_fix(dockerfile, command)
     if fix is not None:
-        if not _has_pip_cache_mount(instruction) and not _cache_disabled(
-            dockerfile, instruction
-        ):
-            yield fix
+        yield fix
     elif command is None and "pip" in instruction.original:
         if "install" in instruction.original:
             yield Skip(NAME, instruction.first_line, "RUN is not run by sh")
