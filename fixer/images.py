@@ -86,10 +86,6 @@ class ImageUser:
     uid: str
     gid: str
 
-    @property
-    def numeric_uid(self) -> int | None:
-        return int(self.uid) if self.uid.isdigit() else None
-
 
 @dataclass(frozen=True)
 class SlimRule:

@@ -19,8 +19,8 @@ from fixer.parse import Dockerfile, Instruction, LogicalText, join_instruction
 
 logger = logging.getLogger(__name__)
 
-# Words that run the command that follows them. The value says how many
-# of the wrapper's own option words take a separate argument.
+# Words that run the command that follows them: sudo -u app pip install x.
+# The *_OPTIONS_WITH_ARGUMENT sets name their options that take a value.
 WRAPPERS = frozenset({"sudo", "env", "command", "exec", "nice", "nohup", "time"})
 SUDO_OPTIONS_WITH_ARGUMENT = frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t"})
 ENV_OPTIONS_WITH_ARGUMENT = frozenset({"-u", "-C", "-S"})
